@@ -1,0 +1,230 @@
+"""Datasets, decoding and the crop loader.
+
+Class indices always come from the canonical ImageNet-1k list shipped in
+`ensemble_eval/classes/imagenet_classes.tsv` (sorted-wnid order, as torchvision and Caffe
+models use), never from folder enumeration: a folder holding 10 classes still maps
+n01440764 -> 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .crops import CropScheme, extract_crops
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DataError(ValueError):
+    """A dataset, label file or image that cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ImageClass:
+    index: int
+    wnid: str
+    name: str
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[ImageClass, ...]:
+    """The 1000 ImageNet-1k classes in the canonical (sorted wnid) order."""
+    text = resources.files("ensemble_eval.classes").joinpath("imagenet_classes.tsv").read_text()
+    rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
+    classes = tuple(ImageClass(int(i), w, n) for i, w, n in rows)
+    assert [c.index for c in classes] == list(range(len(classes))), "class list out of order"
+    return classes
+
+
+@lru_cache(maxsize=1)
+def wnid_to_index() -> dict[str, int]:
+    return {c.wnid: c.index for c in imagenet_classes()}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path  # absolute
+    rel_path: str  # relative to the data root, '/'-separated
+    target: int
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def _read_labels_csv(labels: Path) -> dict[str, int]:
+    """filename,wnid or filename,index (header optional) -> {filename: class index}."""
+    if not labels.is_file():
+        raise DataError(f"labels file {labels} does not exist; pass --labels FILE.csv with rows filename,wnid")
+    mapping = wnid_to_index()
+    out: dict[str, int] = {}
+    with labels.open(newline="") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < 2:
+                raise DataError(f"{labels}:{lineno}: expected 'filename,wnid' or 'filename,index', got {row!r}")
+            name, label = row[0].strip(), row[1].strip()
+            if label in mapping:
+                out[name] = mapping[label]
+            elif label.lstrip("-").isdigit():
+                out[name] = int(label)
+            elif lineno == 1:
+                continue  # header row
+            else:
+                raise DataError(
+                    f"{labels}:{lineno}: label {label!r} is neither an ImageNet WordNet id nor a class index"
+                )
+    if not out:
+        raise DataError(f"labels file {labels} holds no rows; expected lines 'filename,wnid' or 'filename,index'")
+    return out
+
+
+def list_samples(root: str | os.PathLike, labels: str | os.PathLike | None = None) -> list[Sample]:
+    """The evaluation samples of a dataset, sorted by relative path.
+
+    Without `labels`, `root` holds one folder per class named by its WordNet id (ImageNet's
+    layout). With `labels` (CSV: filename,wnid or filename,index), `root` is a flat folder
+    and only the files listed are evaluated.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist; pass --data DIR with one folder per WordNet id")
+    if labels is not None:
+        table = _read_labels_csv(Path(labels))
+        missing = [n for n in table if not (root / n).is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} file(s) listed in {labels} are not in {root}, e.g. {missing[0]!r}; "
+                "check --data and --labels"
+            )
+        extra = [n for n in os.listdir(root) if _is_image(n) and n not in table]
+        if extra:
+            log.warning("%d image(s) in %s have no label in %s and are ignored", len(extra), root, labels)
+        samples = [Sample(root / n, n.replace(os.sep, "/"), t) for n, t in table.items()]
+        return sorted(samples, key=lambda s: s.rel_path)
+
+    mapping = wnid_to_index()
+    subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not subdirs:
+        raise DataError(
+            f"{root} has no class folders; use one folder per WordNet id (n01440764/...) "
+            "or pass --labels FILE.csv for a flat folder"
+        )
+    unknown = [d for d in subdirs if d not in mapping]
+    if unknown:
+        raise DataError(
+            f"folder {unknown[0]!r} in {root} is not an ImageNet-1k WordNet id ({len(unknown)} such folder(s)); "
+            "name class folders by wnid (e.g. n01440764) or pass --labels FILE.csv"
+        )
+    samples = []
+    for d in subdirs:
+        for dirpath, dirnames, filenames in os.walk(root / d):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if _is_image(name):
+                    path = Path(dirpath) / name
+                    samples.append(Sample(path, path.relative_to(root).as_posix(), mapping[d]))
+    if not samples:
+        raise DataError(f"no images found under {root} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return sorted(samples, key=lambda s: s.rel_path)
+
+
+def decode_image(path: str | os.PathLike) -> torch.Tensor:
+    """Decode a file to uint8 RGB [3, H, W] (grayscale, palette and CMYK become RGB).
+
+    Uses PIL, the decoder of torchvision's ImageFolder and timm, so pixels match the
+    reference evaluation scripts.
+    """
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode image {path}: {exc}; remove or replace the file") from exc
+    array = np.asarray(rgb, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Item i: (i, uint8 crops [K, 3, S, S] of sample i or None, target, decode error or None).
+
+    Decode failures are returned, not raised, so the main process decides what to do with
+    them and reports them in one line (a worker's exception would arrive as a traceback).
+    """
+
+    def __init__(self, samples: list[Sample], scheme: CropScheme, indices: list[int]):
+        self.samples = samples
+        self.scheme = scheme
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int, str | None]:
+        sample = self.samples[i]
+        try:
+            image = decode_image(sample.path)
+        except DataError as exc:
+            return i, None, sample.target, str(exc)
+        return i, extract_crops(image, self.scheme, self.indices), sample.target, None
+
+
+@dataclass
+class CropBatch:
+    """One loader batch: the decodable images' crops plus the failures."""
+
+    indices: torch.Tensor  # int64 [B], positions in the sample list
+    crops: torch.Tensor  # uint8 [B, K, 3, S, S]
+    targets: torch.Tensor  # int64 [B]
+    failures: list[tuple[int, str]]  # (sample position, message)
+
+    def pin_memory(self) -> CropBatch:
+        return CropBatch(self.indices.pin_memory(), self.crops.pin_memory(), self.targets.pin_memory(), self.failures)
+
+
+def _collate(batch) -> CropBatch:
+    ok = [b for b in batch if b[1] is not None]
+    failures = [(b[0], b[3]) for b in batch if b[1] is None]
+    if ok:
+        crops = torch.stack([b[1] for b in ok])
+    else:
+        crops = torch.empty((0,), dtype=torch.uint8)
+    return CropBatch(
+        torch.tensor([b[0] for b in ok], dtype=torch.int64),
+        crops,
+        torch.tensor([b[2] for b in ok], dtype=torch.int64),
+        failures,
+    )
+
+
+def crop_loader(
+    samples: list[Sample],
+    scheme: CropScheme,
+    indices: list[int],
+    images_per_batch: int,
+    workers: int,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:
+    """`CropBatch`es of `images_per_batch` consecutive samples, in sample order."""
+    return torch.utils.data.DataLoader(
+        CropDataset(samples, scheme, indices),
+        batch_size=images_per_batch,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )

@@ -1,0 +1,67 @@
+"""Top-k correct counts and errors: count integers per batch, divide once at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+def topk_correct(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
+    """Number of rows whose target is among the k highest scores, for each k.
+
+    scores: float [B, C] (probabilities or any monotone transform of them); targets: int64 [B].
+    k larger than C counts every row as correct, as for a model with fewer classes than k.
+    """
+    if scores.shape[0] == 0:
+        return [0 for _ in ks]
+    kmax = min(max(ks), scores.shape[1])
+    top = scores.topk(kmax, dim=1).indices  # [B, kmax]
+    hits = top == targets.to(top.device).view(-1, 1)  # [B, kmax]
+    return [int(hits[:, : min(k, kmax)].any(dim=1).sum().item()) for k in ks]
+
+
+@dataclass
+class Counts:
+    """Integer top-1/top-5 correct counts over `num_images` images."""
+
+    num_images: int = 0
+    top1: int = 0
+    top5: int = 0
+
+    def add(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        c1, c5 = topk_correct(scores, targets, (1, 5))
+        self.num_images += int(targets.shape[0])
+        self.top1 += c1
+        self.top5 += c5
+
+    @property
+    def top1_err(self) -> float:
+        return 1.0 - self.top1 / self.num_images if self.num_images else float("nan")
+
+    @property
+    def top5_err(self) -> float:
+        return 1.0 - self.top5 / self.num_images if self.num_images else float("nan")
+
+    def to_dict(self) -> dict:
+        return {
+            "num_images": self.num_images,
+            "top1_correct": self.top1,
+            "top5_correct": self.top5,
+            "top1_err": self.top1_err,
+            "top5_err": self.top5_err,
+        }
+
+
+@dataclass
+class Tally:
+    """Counts for every member and for the whole ensemble, for every crop set."""
+
+    num_members: int
+    set_names: list[str]
+    members: list[dict[str, Counts]] = field(init=False)
+    ensemble: dict[str, Counts] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.members = [{s: Counts() for s in self.set_names} for _ in range(self.num_members)]
+        self.ensemble = {s: Counts() for s in self.set_names}

@@ -1,0 +1,140 @@
+"""Result records -> terminal table, Markdown, CSV, JSON and the predictions file.
+
+Errors are fractions in JSON and CSV, percentages in the tables people read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import Counts, Tally
+
+
+@dataclass(frozen=True)
+class TableCell:
+    """One row of the paper's Table 3."""
+
+    label: str  # "best member (name)" or "all members"
+    models: int
+    crops: int
+    cost: int  # models x crops
+    top1_err: float
+    top5_err: float
+    delta_top5: float  # top5_err minus the 1-model, fewest-crops base
+
+
+def best_member(tally: Tally, base_set: str) -> int:
+    """Index of the member with the lowest top-1 error on `base_set` (first one on ties).
+
+    This is how the paper chose its single-model rows.
+    """
+    correct = [m[base_set].top1 for m in tally.members]
+    return max(range(len(correct)), key=lambda i: (correct[i], -i))
+
+
+def table_cells(tally: Tally, crops_per_set: dict[str, int], member_names: list[str]) -> list[TableCell]:
+    """Rows for the best single member and (with 2+ members) for all members, per crop set."""
+    sets = sorted(tally.set_names, key=lambda s: (crops_per_set[s], tally.set_names.index(s)))
+    best = best_member(tally, sets[0])
+    base = tally.members[best][sets[0]].top5_err
+    num_members = len(tally.members)
+    groups: list[tuple[str, int, dict[str, Counts]]] = [
+        (f"best member ({member_names[best]})", 1, tally.members[best])
+    ]
+    if num_members > 1:
+        groups.append(("all members", num_members, tally.ensemble))
+    cells = []
+    for label, models, counts in groups:
+        for s in sets:
+            c = counts[s]
+            n = crops_per_set[s]
+            cells.append(TableCell(label, models, n, models * n, c.top1_err, c.top5_err, c.top5_err - base))
+    return cells
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _rows(cells: list[TableCell]) -> list[list[str]]:
+    # The first cell is the base (best member, fewest crops) the deltas are measured from.
+    return [
+        [c.label, str(c.models), str(c.crops), str(c.cost), _pct(c.top1_err), _pct(c.top5_err),
+         "base" if i == 0 else f"{100 * c.delta_top5:+.2f}"]
+        for i, c in enumerate(cells)
+    ]
+
+
+TABLE_HEADER = ["Members", "Models", "Crops", "Cost", "Top-1 err", "Top-5 err", "Δ top-5 (pts)"]
+
+
+def _member_rows(tally: Tally, crops_per_set: dict[str, int], member_names: list[str]) -> tuple[list[str], list[list[str]]]:
+    sets = sorted(tally.set_names, key=lambda s: crops_per_set[s])
+    header = ["Member"] + [f"{label} @{crops_per_set[s]}" for s in sets for label in ("top-1", "top-5")]
+    rows = []
+    for name, counts in zip(member_names, tally.members):
+        rows.append([name] + [_pct(getattr(counts[s], a)) for s in sets for a in ("top1_err", "top5_err")])
+    return header, rows
+
+
+def format_text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    def line(r: list[str]) -> str:
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), sep, *map(line, rows)])
+
+
+def format_markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def render_table(cells: list[TableCell], tally: Tally, crops_per_set: dict[str, int], member_names: list[str],
+                 markdown: bool = False) -> str:
+    fmt = format_markdown_table if markdown else format_text_table
+    n = tally.ensemble[tally.set_names[0]].num_images
+    title = f"Table 3 reproduction: {n} images, errors in %, cost = models x crops"
+    member_header, member_rows = _member_rows(tally, crops_per_set, member_names)
+    parts = [
+        ("## " if markdown else "") + title,
+        fmt(TABLE_HEADER, _rows(cells)),
+        ("## " if markdown else "") + "Every member",
+        fmt(member_header, member_rows),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def table_csv(cells: list[TableCell]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    fields = list(asdict(cells[0]).keys()) if cells else []
+    writer.writerow(fields)
+    for c in cells:
+        writer.writerow([asdict(c)[f] for f in fields])
+    return buf.getvalue()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_predictions(path: Path, rel_paths: list[str], targets: np.ndarray, probs: np.ndarray) -> None:
+    """predictions.npz: paths (str [N]), targets (int64 [N]), probs (float32 [N, C])."""
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, paths=np.array(rel_paths, dtype=str), targets=targets.astype(np.int64), probs=probs.astype(np.float32))
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, record: dict) -> None:
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")

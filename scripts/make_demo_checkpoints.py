@@ -1,0 +1,48 @@
+"""Make input-sensitive demo GoogLeNet checkpoints from real images (offline).
+
+    python scripts/make_demo_checkpoints.py --data ../shared/data/imagenet-sample --out ckpts --count 2
+
+Writes ckpts/demo_0.pt, demo_1.pt, ...: torchvision-layout GoogLeNet state dicts whose
+final layer is fitted to the first --images images of --data (see ensemble_eval/demo.py).
+Even-numbered files are bare state dicts; odd-numbered ones are saved the way DDP training
+scripts do ({"state_dict": {"module.<key>": ...}, "epoch": ...}) to exercise unwrapping.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ensemble_eval.data import decode_image, list_samples
+from ensemble_eval.demo import make_demo_googlenet
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="ImageFolder-by-wnid root with real images")
+    p.add_argument("--out", required=True, help="directory for the checkpoints")
+    p.add_argument("--count", type=int, default=2, help="number of checkpoints (different seeds)")
+    p.add_argument("--images", type=int, default=64, help="images (sorted order) the heads are fitted to")
+    p.add_argument("--no-aux", action="store_true", help="leave out the auxiliary heads")
+    args = p.parse_args()
+
+    samples = list_samples(args.data)[: args.images]
+    images = [decode_image(s.path) for s in samples]
+    targets = [s.target for s in samples]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(args.count):
+        model = make_demo_googlenet(images, targets, seed=i, aux_heads=not args.no_aux)
+        state = model.state_dict()
+        path = out / f"demo_{i}.pt"
+        if i % 2:
+            torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 90}, path)
+        else:
+            torch.save(state, path)
+        print(f"wrote {path} (fitted to {len(images)} images, seed {i})")
+
+
+if __name__ == "__main__":
+    main()

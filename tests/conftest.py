@@ -1,0 +1,68 @@
+"""Shared fixtures: real test images, small crop schemes, input-sensitive checkpoints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ensemble_eval.crops import CropScheme
+from ensemble_eval.data import decode_image, list_samples
+from ensemble_eval.demo import make_demo_googlenet
+
+TESTS = Path(__file__).parent
+DATA = TESTS / "data" / "imagenet"
+SHARED = TESTS.parent.parent / "shared" / "data" / "imagenet-sample"
+sys.path.insert(0, str(TESTS))  # for reference_protocol
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")])]
+
+# The ILSVRC 2014 geometry at a quarter of the cost: 64 px crops, two scales, 72 crops.
+SMALL = CropScheme(
+    scales=(72, 88),
+    crop_size=64,
+    crop_sets={
+        "1": {"scales": (72,), "squares": ("center",), "crops": ("center",), "flips": ("none",)},
+        "10": {"scales": (72,), "squares": ("center",), "crops": ("tl", "tr", "bl", "br", "center")},
+        "72": {},
+    },
+)
+
+
+@pytest.fixture(scope="session")
+def samples():
+    return list_samples(DATA)
+
+
+@pytest.fixture(scope="session")
+def images(samples):
+    return [decode_image(s.path) for s in samples]
+
+
+def save_checkpoint(model: torch.nn.Module, path: Path, wrap: str | None = None, prefix: str = "") -> Path:
+    state = {prefix + k: v for k, v in model.state_dict().items()}
+    torch.save({wrap: state, "epoch": 3} if wrap else state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_models(samples, images):
+    """Two input-sensitive 1000-class GoogLeNets (with and without aux heads)."""
+    targets = [s.target for s in samples]
+    return [
+        make_demo_googlenet(images, targets, seed=0, aux_heads=True),
+        make_demo_googlenet(images, targets, seed=1, aux_heads=False),
+    ]
+
+
+@pytest.fixture(scope="session")
+def demo_ckpts(demo_models, tmp_path_factory):
+    """The demo models as files: a bare state dict and a DDP-style wrapped one."""
+    d = tmp_path_factory.mktemp("ckpts")
+    return [
+        save_checkpoint(demo_models[0], d / "a.pt"),
+        save_checkpoint(demo_models[1], d / "b.pt", wrap="state_dict", prefix="module."),
+    ]
