@@ -12,14 +12,14 @@ import glob
 import hashlib
 import logging
 import os
-import pickle
-import zipfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .errors import UserError
 from .models import ArchitectureError, ArchSpec, build_model
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
@@ -65,10 +65,14 @@ def expand_model_paths(patterns: list[str]) -> list[str]:
         if glob.has_magic(pattern):
             matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
             if not matched:
-                raise CheckpointError(f"--models pattern {pattern!r} matched no files; check the path or quote the glob")
+                raise CheckpointError(
+                    f"--models pattern {pattern!r} matched no files; check the path or quote the glob"
+                )
             paths.extend(matched)
         elif os.path.isdir(pattern):
-            raise CheckpointError(f"--models {pattern!r} is a directory; pass the files, e.g. {pattern.rstrip('/')}/*.pt")
+            raise CheckpointError(
+                f"--models {pattern!r} is a directory; pass the files, e.g. {pattern.rstrip('/')}/*.pt"
+            )
         elif not os.path.isfile(pattern):
             raise CheckpointError(f"checkpoint {pattern!r} does not exist; check the path given to --models")
         else:
@@ -133,16 +137,19 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); re-copy or re-download it")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # an untrusted file can make the unpickler fail in any way
+        text = str(exc)
+        if "Weights only load failed" in text:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+            what = f"objects of type {found.group(1)}" if found else "non-tensor objects"
+            raise CheckpointError(
+                f"checkpoint {path} holds {what}, which cannot be loaded safely with weights_only=True; "
+                "re-save it as a plain state dict: torch.save(model.state_dict(), path)"
+            ) from exc
+        first = text.strip().splitlines()[0].split(". ")[0][:120] if text.strip() else "no details"
         raise CheckpointError(
-            f"checkpoint {path} holds objects that cannot be loaded safely with weights_only=True ({first}); "
-            "re-save it as a plain state dict: torch.save(model.state_dict(), path)"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read ({first}); the file is truncated or not a PyTorch checkpoint"
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); "
+            "the file is truncated or not a PyTorch checkpoint"
         ) from exc
     return unwrap_state_dict(obj, source=f"checkpoint {path}")
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .errors import UserError
 
 log = logging.getLogger("ensemble_eval")
 
@@ -40,10 +41,6 @@ examples:
 
 outputs (in --out): summary.json, predictions.npz, and with --table table.md, table.csv
 """
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line."""
 
 
 def _positive_int(text: str) -> int:
@@ -83,27 +80,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("inputs")
     g.add_argument("--models", nargs="+", metavar="CKPT", help="checkpoint files or shell globs (quoted or not)")
-    g.add_argument("--data", metavar="DIR", help="image root: one folder per WordNet id, or a flat folder with --labels")
-    g.add_argument("--labels", metavar="FILE.csv", help="labels for a flat folder: rows filename,wnid or filename,index")
+    g.add_argument(
+        "--data", metavar="DIR", help="image root: one folder per WordNet id, or a flat folder with --labels"
+    )
+    g.add_argument(
+        "--labels", metavar="FILE.csv", help="labels for a flat folder: rows filename,wnid or filename,index"
+    )
     g.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate only the first N images (sorted order)")
 
     g = p.add_argument_group("protocol")
     g.add_argument(
-        "--crops", metavar="SET",
+        "--crops",
+        metavar="SET",
         help="crop set to report: 1, 10 or 144 with the built-in ILSVRC 2014 protocol (default 144)",
     )
-    g.add_argument("--table", action="store_true", default=None,
-                   help="run the full crop grid once and report every crop set x {best member, all members}")
+    g.add_argument(
+        "--table",
+        action="store_true",
+        default=None,
+        help="run the full crop grid once and report every crop set x {best member, all members}",
+    )
     g.add_argument("--config", metavar="FILE.yaml", help="YAML run config / crop scheme (see configs/ilsvrc2014.yaml)")
 
     g = p.add_argument_group("execution")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default auto: cuda if present)")
-    g.add_argument("--batch-size", type=_positive_int, metavar="N",
-                   help="crops per forward pass (default 16 on CPU, 288 on CUDA)")
-    g.add_argument("--workers", type=_non_negative_int, metavar="N",
-                   help="image decoding/cropping processes (default 2; 0 = in the main process)")
-    g.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
-                   help="run models in NCHW instead of channels_last")
+    g.add_argument(
+        "--batch-size", type=_positive_int, metavar="N", help="crops per forward pass (default 16 on CPU, 288 on CUDA)"
+    )
+    g.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        metavar="N",
+        help="image decoding/cropping processes (default 2; 0 = in the main process)",
+    )
+    g.add_argument(
+        "--no-channels-last",
+        dest="channels_last",
+        action="store_false",
+        default=None,
+        help="run models in NCHW instead of channels_last",
+    )
 
     g = p.add_argument_group("outputs")
     g.add_argument("--out", metavar="DIR", help="run directory for the result files (default runs/<UTC time>)")
@@ -164,16 +180,32 @@ def run_eval(config) -> int:
     import numpy as np
 
     from .ensemble import evaluate
-    from .report import render_table, table_cells, table_csv, write_json, write_predictions, atomic_write_text
+    from .report import atomic_write_text, render_table, table_cells, table_csv, write_json, write_predictions
 
     scheme = config.protocol
     set_names = list(scheme.crop_sets) if config.table else [config.crops]
     batch_size = config.batch_size_for(device.type)
     names = [m.name for m in members]
-    log.info("%d images, %d members, crop sets %s, device %s, batch %d", len(samples), len(members), set_names,
-             device, batch_size)
-    result = evaluate(samples, members, scheme, set_names, config.crops, device, batch_size, config.workers,
-                      channels_last=config.channels_last, progress=config.progress)
+    log.info(
+        "%d images, %d members, crop sets %s, device %s, batch %d",
+        len(samples),
+        len(members),
+        set_names,
+        device,
+        batch_size,
+    )
+    result = evaluate(
+        samples,
+        members,
+        scheme,
+        set_names,
+        config.crops,
+        device,
+        batch_size,
+        config.workers,
+        channels_last=config.channels_last,
+        progress=config.progress,
+    )
 
     counts = result.tally.ensemble[config.crops]
     num_crops = result.crops_per_set[config.crops]
@@ -201,15 +233,17 @@ def run_eval(config) -> int:
         "top5_err": counts.top5_err,
         "top1_correct": counts.top1,
         "top5_correct": counts.top5,
-        "crop_sets": {s: result.tally.ensemble[s].to_dict() | {"num_crops": result.crops_per_set[s]} for s in set_names},
+        "crop_sets": {
+            s: result.tally.ensemble[s].to_dict() | {"num_crops": result.crops_per_set[s]} for s in set_names
+        },
         "device": str(device),
         "batch_size": batch_size,
         "seconds": round(result.seconds, 3),
         "images_per_second": round(counts.num_images / result.seconds, 3) if result.seconds else None,
         "crops_per_image": result.crops_per_image,
-        "crop_evals_per_second": round(
-            counts.num_images * result.crops_per_image * len(members) / result.seconds, 3
-        ) if result.seconds else None,
+        "crop_evals_per_second": round(counts.num_images * result.crops_per_image * len(members) / result.seconds, 3)
+        if result.seconds
+        else None,
         "data": str(config.data),
         "labels": config.labels,
         "limit": config.limit,
@@ -222,11 +256,20 @@ def run_eval(config) -> int:
     if config.table:
         cells = table_cells(result.tally, result.crops_per_set, names)
         summary["table"] = [
-            {"label": c.label, "models": c.models, "crops": c.crops, "cost": c.cost,
-             "top1_err": c.top1_err, "top5_err": c.top5_err, "delta_top5": c.delta_top5}
+            {
+                "label": c.label,
+                "models": c.models,
+                "crops": c.crops,
+                "cost": c.cost,
+                "top1_err": c.top1_err,
+                "top5_err": c.top5_err,
+                "delta_top5": c.delta_top5,
+            }
             for c in cells
         ]
-        atomic_write_text(out / "table.md", render_table(cells, result.tally, result.crops_per_set, names, markdown=True))
+        atomic_write_text(
+            out / "table.md", render_table(cells, result.tally, result.crops_per_set, names, markdown=True)
+        )
         atomic_write_text(out / "table.csv", table_csv(cells))
         written += ["table.md", "table.csv"]
         print(render_table(cells, result.tally, result.crops_per_set, names))
@@ -250,20 +293,19 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     args = vars(parser.parse_args(argv))
     verbose = args.pop("verbose", False)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not argv:
         parser.print_help()
         return EXIT_USER_ERROR
 
-    from .checkpoints import CheckpointError
-    from .config import ConfigError, build_config
-    from .crops import SchemeError
-    from .data import DataError
+    from .config import build_config
 
     try:
         config = build_config(args.pop("config", None), args)
         return run_eval(config)
-    except (UserError, ConfigError, CheckpointError, DataError, SchemeError) as exc:
+    except UserError as exc:
         print(f"ensemble-eval: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from .crops import CropScheme, SchemeError
+from .errors import UserError
 
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 288}  # crops per forward pass
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 DEVICES = ("auto", "cpu", "cuda")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration value or file that cannot be used."""
 
 

@@ -12,17 +12,19 @@ Nothing here knows about files, argv or devices: `plan_crops` is arithmetic on i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
+from .errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where crops are made, so config checks stay instant
+    import torch
 
 SQUARES = ("first", "center", "last")
 CROPS = ("tl", "tr", "bl", "br", "center", "full")
 FLIPS = ("none", "mirror")
 
 
-class SchemeError(ValueError):
+class SchemeError(UserError):
     """A crop scheme (from YAML or code) that cannot be used."""
 
 
@@ -93,9 +95,7 @@ class CropScheme:
         if not isinstance(self.crop_size, int) or self.crop_size <= 0:
             raise SchemeError(f"crop_size must be a positive integer, got {self.crop_size!r}")
         if min(self.scales) < self.crop_size:
-            raise SchemeError(
-                f"every scale must be >= crop_size ({self.crop_size}), got scales {list(self.scales)}"
-            )
+            raise SchemeError(f"every scale must be >= crop_size ({self.crop_size}), got scales {list(self.scales)}")
         for name, allowed, values in (
             ("squares", SQUARES, self.squares),
             ("crops", CROPS, self.crops),
@@ -126,13 +126,7 @@ class CropScheme:
 
     def keys(self) -> list[CropKey]:
         """All crops of the grid in canonical order (scale, square, crop, flip)."""
-        return [
-            CropKey(s, q, c, f)
-            for s in self.scales
-            for q in self.squares
-            for c in self.crops
-            for f in self.flips
-        ]
+        return [CropKey(s, q, c, f) for s in self.scales for q in self.squares for c in self.crops for f in self.flips]
 
     def set_indices(self, name: str) -> list[int]:
         """Positions (in canonical order) of the crops that make up crop set `name`."""
@@ -174,9 +168,7 @@ class CropScheme:
             sets = data["crop_sets"]
             if not isinstance(sets, dict):
                 raise SchemeError("crop_sets must be a mapping of name -> selection")
-            kwargs["crop_sets"] = {
-                str(n): {a: tuple(v) for a, v in (s or {}).items()} for n, s in sets.items()
-            }
+            kwargs["crop_sets"] = {str(n): {a: tuple(v) for a, v in (s or {}).items()} for n, s in sets.items()}
         return cls(**kwargs)
 
 
@@ -214,6 +206,9 @@ def plan_crops(height: int, width: int, scheme: CropScheme, indices: list[int] |
 
 
 def _resize(image: torch.Tensor, size: list[int]) -> torch.Tensor:
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
     return TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
 
 
@@ -224,6 +219,8 @@ def extract_crops(image: torch.Tensor, scheme: CropScheme, indices: list[int] | 
     same device. One resize per scale; squares and fixed crops are slices; the "full" crops
     of a scale's squares share one batched resize; mirrored crops are `torch.flip` copies.
     """
+    import torch
+
     if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
         raise ValueError(f"expected a uint8 [3, H, W] image, got {image.dtype} {list(image.shape)}")
     height, width = image.shape[-2:]
@@ -240,7 +237,7 @@ def extract_crops(image: torch.Tensor, scheme: CropScheme, indices: list[int] | 
         full_squares = sorted({boxes[p].square for p in positions if boxes[p].key.crop == "full"})
         full_resized = {}
         if full_squares:
-            stack = torch.stack([resized[:, t : t + scale, l : l + scale] for t, l in full_squares])
+            stack = torch.stack([resized[:, top : top + scale, left : left + scale] for top, left in full_squares])
             for sq, crop in zip(full_squares, _resize(stack, [size, size])):
                 full_resized[sq] = crop
         for p in positions:

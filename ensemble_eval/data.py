@@ -21,13 +21,14 @@ import torch
 from PIL import Image
 
 from .crops import CropScheme, extract_crops
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset, label file or image that cannot be used; the message says what to do."""
 
 

@@ -76,9 +76,7 @@ def member_set_sums(
     all_positions = list(range(k))
     for member_probs in probs:
         p = torch.cat(member_probs).view(b, k, -1)  # [B, K, C]
-        per_set = [
-            p.sum(dim=1) if pos == all_positions else p[:, pos].sum(dim=1) for pos in set_positions
-        ]
+        per_set = [p.sum(dim=1) if pos == all_positions else p[:, pos].sum(dim=1) for pos in set_positions]
         out.append(torch.stack(per_set, dim=1))  # [B, num_sets, C]
     return torch.stack(out)
 

@@ -37,11 +37,11 @@ class Counts:
 
     @property
     def top1_err(self) -> float:
-        return 1.0 - self.top1 / self.num_images if self.num_images else float("nan")
+        return (self.num_images - self.top1) / self.num_images if self.num_images else float("nan")
 
     @property
     def top5_err(self) -> float:
-        return 1.0 - self.top5 / self.num_images if self.num_images else float("nan")
+        return (self.num_images - self.top5) / self.num_images if self.num_images else float("nan")
 
     def to_dict(self) -> dict:
         return {

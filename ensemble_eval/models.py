@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import UserError
 
-class ArchitectureError(ValueError):
+
+class ArchitectureError(UserError):
     """Weights that fit no known architecture; the message names the first mismatch."""
 
 

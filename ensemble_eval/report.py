@@ -45,9 +45,7 @@ def table_cells(tally: Tally, crops_per_set: dict[str, int], member_names: list[
     best = best_member(tally, sets[0])
     base = tally.members[best][sets[0]].top5_err
     num_members = len(tally.members)
-    groups: list[tuple[str, int, dict[str, Counts]]] = [
-        (f"best member ({member_names[best]})", 1, tally.members[best])
-    ]
+    groups: list[tuple[str, int, dict[str, Counts]]] = [(f"best member ({member_names[best]})", 1, tally.members[best])]
     if num_members > 1:
         groups.append(("all members", num_members, tally.ensemble))
     cells = []
@@ -66,8 +64,15 @@ def _pct(x: float) -> str:
 def _rows(cells: list[TableCell]) -> list[list[str]]:
     # The first cell is the base (best member, fewest crops) the deltas are measured from.
     return [
-        [c.label, str(c.models), str(c.crops), str(c.cost), _pct(c.top1_err), _pct(c.top5_err),
-         "base" if i == 0 else f"{100 * c.delta_top5:+.2f}"]
+        [
+            c.label,
+            str(c.models),
+            str(c.crops),
+            str(c.cost),
+            _pct(c.top1_err),
+            _pct(c.top5_err),
+            "base" if i == 0 else f"{100 * c.delta_top5:+.2f}",
+        ]
         for i, c in enumerate(cells)
     ]
 
@@ -75,7 +80,9 @@ def _rows(cells: list[TableCell]) -> list[list[str]]:
 TABLE_HEADER = ["Members", "Models", "Crops", "Cost", "Top-1 err", "Top-5 err", "Δ top-5 (pts)"]
 
 
-def _member_rows(tally: Tally, crops_per_set: dict[str, int], member_names: list[str]) -> tuple[list[str], list[list[str]]]:
+def _member_rows(
+    tally: Tally, crops_per_set: dict[str, int], member_names: list[str]
+) -> tuple[list[str], list[list[str]]]:
     sets = sorted(tally.set_names, key=lambda s: crops_per_set[s])
     header = ["Member"] + [f"{label} @{crops_per_set[s]}" for s in sets for label in ("top-1", "top-5")]
     rows = []
@@ -86,20 +93,26 @@ def _member_rows(tally: Tally, crops_per_set: dict[str, int], member_names: list
 
 def format_text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
     def line(r: list[str]) -> str:
         return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), sep, *map(line, rows)])
 
 
 def format_markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
 
-def render_table(cells: list[TableCell], tally: Tally, crops_per_set: dict[str, int], member_names: list[str],
-                 markdown: bool = False) -> str:
+def render_table(
+    cells: list[TableCell], tally: Tally, crops_per_set: dict[str, int], member_names: list[str], markdown: bool = False
+) -> str:
     fmt = format_markdown_table if markdown else format_text_table
     n = tally.ensemble[tally.set_names[0]].num_images
     title = f"Table 3 reproduction: {n} images, errors in %, cost = models x crops"
@@ -132,7 +145,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_predictions(path: Path, rel_paths: list[str], targets: np.ndarray, probs: np.ndarray) -> None:
     """predictions.npz: paths (str [N]), targets (int64 [N]), probs (float32 [N, C])."""
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, paths=np.array(rel_paths, dtype=str), targets=targets.astype(np.int64), probs=probs.astype(np.float32))
+    np.savez(
+        tmp, paths=np.array(rel_paths, dtype=str), targets=targets.astype(np.int64), probs=probs.astype(np.float32)
+    )
     os.replace(tmp, path)
 
 

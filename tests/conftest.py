@@ -18,7 +18,10 @@ SHARED = TESTS.parent.parent / "shared" / "data" / "imagenet-sample"
 sys.path.insert(0, str(TESTS))  # for reference_protocol
 
 HAS_CUDA = torch.cuda.is_available()
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")])]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")]),
+]
 
 # The ILSVRC 2014 geometry at a quarter of the cost: 64 px crops, two scales, 72 crops.
 SMALL = CropScheme(

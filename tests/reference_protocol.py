@@ -5,6 +5,7 @@ torchvision.transforms.v2, so it can serve as ground truth for a fast implementa
 reference_crop uses torchvision primitives (Resize, crop, center_crop, five_crop) while
 reference_box uses explicit integer arithmetic; the self-checks compare the two.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,9 @@ CROPS = ("tl", "tr", "bl", "br", "center", "full")
 FLIPS = ("none", "mirror")
 
 ONE_CROP: list[CropKey] = [(256, "center", "center", "none")]
-TEN_CROPS: list[CropKey] = [(256, "center", c, f) for c in ("tl", "tr", "bl", "br", "center") for f in ("none", "mirror")]
+TEN_CROPS: list[CropKey] = [
+    (256, "center", c, f) for c in ("tl", "tr", "bl", "br", "center") for f in ("none", "mirror")
+]
 
 
 def decode(path) -> torch.Tensor:
@@ -87,16 +90,20 @@ def reference_box(height: int, width: int, key: CropKey, crop_size: int = 224) -
     far = scale - crop_size
     mid = int(round((scale - crop_size) / 2.0))
     crop_box = {
-        "tl": (0, 0, crop_size), "tr": (0, far, crop_size),
-        "bl": (far, 0, crop_size), "br": (far, far, crop_size),
-        "center": (mid, mid, crop_size), "full": (0, 0, scale),
+        "tl": (0, 0, crop_size),
+        "tr": (0, far, crop_size),
+        "bl": (far, 0, crop_size),
+        "br": (far, far, crop_size),
+        "center": (mid, mid, crop_size),
+        "full": (0, 0, scale),
     }[crop]
     return {"resized": (rh, rw), "square": (sq_top, sq_left), "crop": crop_box}
 
 
 @torch.inference_mode()
-def reference_probs(image: torch.Tensor, models: list[tuple[torch.nn.Module, tuple, tuple]],
-                    keys: list[CropKey], crop_size: int = 224) -> torch.Tensor:
+def reference_probs(
+    image: torch.Tensor, models: list[tuple[torch.nn.Module, tuple, tuple]], keys: list[CropKey], crop_size: int = 224
+) -> torch.Tensor:
     """Equal-weight mean of per-crop, per-model softmax probabilities, as float64 [num_classes].
 
     models: (module in eval mode, mean, std). Crops are processed one by one (batch of 1,
@@ -158,8 +165,9 @@ if __name__ == "__main__":
                 assert torch.equal(crops[k], crops[(k[0], "last", k[2], k[3])])
         else:
             # for non-square images, first/last squares generally differ
-            n_diff = sum(not torch.equal(crops[(s, "first", "full", "none")], crops[(s, "last", "full", "none")])
-                         for s in SCALES)
+            n_diff = sum(
+                not torch.equal(crops[(s, "first", "full", "none")], crops[(s, "last", "full", "none")]) for s in SCALES
+            )
             assert n_diff > 0, name
         print(f"(2) {name:12s} {h}x{w}: 144 crops ok" + (", 3 squares identical" if h == w else ""))
 
@@ -173,7 +181,7 @@ if __name__ == "__main__":
             assert tuple(resized.shape[-2:]) == box["resized"], (name, k)
             st, sl = box["square"]
             ct, cl, cs = box["crop"]
-            patch = resized[:, st + ct:st + ct + cs, sl + cl:sl + cl + cs]
+            patch = resized[:, st + ct : st + ct + cs, sl + cl : sl + cl + cs]
             if k[2] == "full":
                 assert cs == k[0]
                 patch = v2.Resize((224, 224), antialias=True)(patch)
@@ -185,18 +193,39 @@ if __name__ == "__main__":
 
     # (4) reference_probs on two tiny random models: a proper distribution equal to a manual loop.
     torch.manual_seed(0)
+
     def tiny_model() -> torch.nn.Module:
-        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 7, stride=4), torch.nn.ReLU(),
-                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 7, stride=4),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(8, 10),
+        ).eval()
+
     models = [(tiny_model(), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), (tiny_model(), (0.5,) * 3, (0.5,) * 3)]
     img = images["landscape"]
     probs = reference_probs(img, models, TEN_CROPS)
     assert probs.dtype == torch.float64 and probs.shape == (10,) and abs(probs.sum().item() - 1) < 1e-6
     with torch.inference_mode():
-        manual = torch.stack([torch.softmax(m(((reference_crop(img, k).float() / 255 - torch.tensor(mu)[:, None, None])
-                                                / torch.tensor(sd)[:, None, None])[None]), 1)[0].double()
-                              for k in TEN_CROPS for m, mu, sd in models]).mean(0)
-    print(f"(4) reference_probs sums to {probs.sum().item():.12f}; max |diff| vs manual = "
-          f"{(probs - manual).abs().max().item():.2e}")
+        manual = torch.stack(
+            [
+                torch.softmax(
+                    m(
+                        (
+                            (reference_crop(img, k).float() / 255 - torch.tensor(mu)[:, None, None])
+                            / torch.tensor(sd)[:, None, None]
+                        )[None]
+                    ),
+                    1,
+                )[0].double()
+                for k in TEN_CROPS
+                for m, mu, sd in models
+            ]
+        ).mean(0)
+    print(
+        f"(4) reference_probs sums to {probs.sum().item():.12f}; max |diff| vs manual = "
+        f"{(probs - manual).abs().max().item():.2e}"
+    )
     assert torch.allclose(probs, manual, atol=1e-6)
     print("all self-checks passed")

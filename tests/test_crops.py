@@ -17,8 +17,12 @@ def test_paper_scheme_has_144_crops_in_canonical_order():
     keys = [k.as_tuple() for k in PAPER.keys()]
     assert PAPER.num_crops == 144 and len(keys) == 144 and len(set(keys)) == 144
     assert keys == crop_keys()  # scale, then square, then crop, then flip (fastest)
-    assert keys[:4] == [(256, "first", "tl", "none"), (256, "first", "tl", "mirror"),
-                        (256, "first", "tr", "none"), (256, "first", "tr", "mirror")]
+    assert keys[:4] == [
+        (256, "first", "tl", "none"),
+        (256, "first", "tl", "mirror"),
+        (256, "first", "tr", "none"),
+        (256, "first", "tr", "mirror"),
+    ]
     assert keys[-1] == (352, "last", "full", "mirror")
 
 
