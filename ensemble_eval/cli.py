@@ -289,8 +289,6 @@ def run_eval(config) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv and argv[0] == "eval":  # `ensemble-eval eval ...` is the same as `ensemble-eval ...`
-        argv = argv[1:]
     args = vars(parser.parse_args(argv))
     verbose = args.pop("verbose", False)
     logging.basicConfig(
