@@ -8,6 +8,7 @@ unwrapped; the architecture comes from the keys and shapes (models.py).
 
 from __future__ import annotations
 
+import argparse
 import glob
 import hashlib
 import logging
@@ -62,6 +63,8 @@ def expand_model_paths(patterns: list[str]) -> list[str]:
     """Paths and shell globs -> existing files, in the order given (each glob sorted)."""
     paths: list[str] = []
     for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise CheckpointError(f"--models entries must be paths, got {pattern!r}")
         if glob.has_magic(pattern):
             matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
             if not matched:
@@ -79,6 +82,14 @@ def expand_model_paths(patterns: list[str]) -> list[str]:
             paths.append(pattern)
     if not paths:
         raise CheckpointError("no checkpoints given; pass --models A.pt [B.pt ...] (globs allowed)")
+    seen: dict[str, str] = {}
+    for p in paths:
+        key = os.path.realpath(p)
+        if key in seen:
+            raise CheckpointError(
+                f"checkpoint {p} is given twice (also as {seen[key]}); each member must appear once in --models"
+            )
+        seen[key] = p
     return paths
 
 
@@ -135,8 +146,17 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Load a checkpoint file with weights_only=True and return its unwrapped state dict."""
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); re-copy or re-download it")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip format, or a legacy pickle
+        raise CheckpointError(
+            f"checkpoint {path} is not a PyTorch checkpoint (no zip or pickle header); pass files written by torch.save"
+        )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # argparse.Namespace (saved beside the weights by torchvision's reference scripts) is
+        # plain data; allowing it keeps weights_only's protection against everything else.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an untrusted file can make the unpickler fail in any way
         text = str(exc)
         if "Weights only load failed" in text:
@@ -170,6 +190,13 @@ def load_member(path: str) -> Member:
 def load_members(patterns: list[str]) -> list[Member]:
     """Every checkpoint matched by `patterns`, checked to agree on the class count."""
     members = [load_member(p) for p in expand_model_paths(patterns)]
+    by_hash: dict[str, str] = {}
+    for m in members:
+        if m.sha256 in by_hash:
+            log.warning(
+                "%s and %s are byte-identical: the ensemble is smaller than it looks", by_hash[m.sha256], m.path
+            )
+        by_hash.setdefault(m.sha256, m.path)
     counts = {m.num_classes for m in members}
     if len(counts) > 1:
         detail = ", ".join(f"{m.name}: {m.num_classes}" for m in members)

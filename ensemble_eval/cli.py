@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -71,6 +72,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="ensemble-eval",
+        allow_abbrev=False,
         description="Multi-crop, multi-model evaluation of image classifiers (GoogLeNet ILSVRC 2014 protocol).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -139,53 +141,78 @@ def _resolve_device(name: str):
     return torch.device(name)
 
 
-def _prepare_out_dir(config) -> Path:
+def _choose_out_dir(config) -> Path:
+    """The run directory, checked before any slow work; created only when evaluation starts."""
     if config.out is None:
-        out = Path("runs") / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    else:
-        out = Path(config.out)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        out = Path("runs") / stamp
+        n = 2
+        while out.exists():  # two runs in the same second
+            out = Path("runs") / f"{stamp}-{n}"
+            n += 1
+        return out
+    out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a directory")
     if (out / "summary.json").exists() and not config.overwrite:
         raise UserError(f"--out {out} already holds results (summary.json); pass --overwrite or choose another --out")
+    existing = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out} cannot be created ({existing} is not a writable directory); choose another --out")
     return out
 
 
+def _check_labels_fit(samples, num_classes: int) -> None:
+    """The models' class count must cover every label of the dataset (checked before --limit)."""
+    if any(s.wnid is not None for s in samples) and num_classes != 1000:
+        hint = (
+            " (1001 outputs: a TensorFlow port with a background class at index 0; class offsets come "
+            "with checkpoint sidecars, not yet supported)"
+            if num_classes == 1001
+            else ""
+        )
+        raise UserError(
+            f"the models have {num_classes} classes but the labels are ImageNet-1k WordNet ids (1000 classes){hint}; "
+            "use 1000-class checkpoints, or a flat folder with --labels filename,index for other class lists"
+        )
+    bad = next((s for s in samples if not 0 <= s.target < num_classes), None)
+    if bad is not None:
+        raise UserError(
+            f"{bad.rel_path} has class index {bad.target} but the models have {num_classes} classes; "
+            "use labels that fit the models"
+        )
+
+
 def run_eval(config) -> int:
-    """Evaluate, write the result files, print the summary (and table)."""
+    """Check every input, evaluate, write the result files, print the summary (and table)."""
     if not config.models:
         raise UserError("no checkpoints given; pass --models A.pt [B.pt ...]")
     if not config.data:
         raise UserError("no data given; pass --data DIR (one folder per WordNet id)")
-    out = _prepare_out_dir(config)
+    out = _choose_out_dir(config)
 
     from .checkpoints import expand_model_paths, load_members
     from .data import list_samples
 
     expand_model_paths(config.models)  # fail on a bad path before any slow work
     samples = list_samples(config.data, config.labels)
-    if config.limit is not None:
-        samples = samples[: config.limit]
     device = _resolve_device(config.device)
     members = load_members(config.models)
-    num_classes = members[0].num_classes
-    top_target = max(s.target for s in samples)
-    if top_target >= num_classes:
-        bad = next(s for s in samples if s.target >= num_classes)
-        raise UserError(
-            f"{bad.rel_path} has class index {bad.target} but the models have {num_classes} classes; "
-            "use data whose labels fit the models (ImageNet-1k needs 1000-class models)"
-        )
-
-    import numpy as np
+    _check_labels_fit(samples, members[0].num_classes)
+    if config.limit is not None:
+        samples = samples[: config.limit]
 
     from .ensemble import evaluate
-    from .report import atomic_write_text, render_table, table_cells, table_csv, write_json, write_predictions
+    from .report import write_run
 
     scheme = config.protocol
     set_names = list(scheme.crop_sets) if config.table else [config.crops]
     batch_size = config.batch_size_for(device.type)
-    names = [m.name for m in members]
+    if device.type == "cuda":  # fp32 means fp32: no TF32 in convolutions or matmuls
+        import torch
+
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     log.info(
         "%d images, %d members, crop sets %s, device %s, batch %d",
         len(samples),
@@ -207,82 +234,8 @@ def run_eval(config) -> int:
         progress=config.progress,
     )
 
-    counts = result.tally.ensemble[config.crops]
-    num_crops = result.crops_per_set[config.crops]
-    summary = {
-        "version": __version__,
-        "num_images": counts.num_images,
-        "num_classes": num_classes,
-        "crops": config.crops,
-        "num_crops": num_crops,
-        "num_models": len(members),
-        "models": [
-            {
-                "path": m.path,
-                "sha256": m.sha256,
-                "arch": m.arch.name,
-                "num_classes": m.num_classes,
-                "aux_heads": m.arch.aux_heads,
-                "mean": list(m.mean),
-                "std": list(m.std),
-                "errors": {s: result.tally.members[i][s].to_dict() for s in set_names},
-            }
-            for i, m in enumerate(members)
-        ],
-        "top1_err": counts.top1_err,
-        "top5_err": counts.top5_err,
-        "top1_correct": counts.top1,
-        "top5_correct": counts.top5,
-        "crop_sets": {
-            s: result.tally.ensemble[s].to_dict() | {"num_crops": result.crops_per_set[s]} for s in set_names
-        },
-        "device": str(device),
-        "batch_size": batch_size,
-        "seconds": round(result.seconds, 3),
-        "images_per_second": round(counts.num_images / result.seconds, 3) if result.seconds else None,
-        "crops_per_image": result.crops_per_image,
-        "crop_evals_per_second": round(counts.num_images * result.crops_per_image * len(members) / result.seconds, 3)
-        if result.seconds
-        else None,
-        "data": str(config.data),
-        "labels": config.labels,
-        "limit": config.limit,
-        "protocol": scheme.to_dict(),
-        "command": sys.argv,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    written = ["summary.json", "predictions.npz"]
-    if config.table:
-        cells = table_cells(result.tally, result.crops_per_set, names)
-        summary["table"] = [
-            {
-                "label": c.label,
-                "models": c.models,
-                "crops": c.crops,
-                "cost": c.cost,
-                "top1_err": c.top1_err,
-                "top5_err": c.top5_err,
-                "delta_top5": c.delta_top5,
-            }
-            for c in cells
-        ]
-        atomic_write_text(
-            out / "table.md", render_table(cells, result.tally, result.crops_per_set, names, markdown=True)
-        )
-        atomic_write_text(out / "table.csv", table_csv(cells))
-        written += ["table.md", "table.csv"]
-        print(render_table(cells, result.tally, result.crops_per_set, names))
-    targets = np.array([s.target for s in samples], dtype=np.int64)
-    write_predictions(out / "predictions.npz", [s.rel_path for s in samples], targets, result.probs)
-    write_json(out / "summary.json", summary)
-
-    print(
-        f"{len(members)} model(s) x {num_crops} crop(s) on {counts.num_images} images: "
-        f"top-1 error {100 * counts.top1_err:.2f}%, top-5 error {100 * counts.top5_err:.2f}% "
-        f"({result.seconds:.1f} s on {device})"
-    )
-    print(f"wrote {', '.join(written)} to {out}")
+    text = write_run(out, config, members, result, device, batch_size)
+    print(text, end="")
     return EXIT_OK
 
 
@@ -290,10 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = vars(parser.parse_args(argv))
-    verbose = args.pop("verbose", False)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not argv:
         parser.print_help()
         return EXIT_USER_ERROR
@@ -302,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = build_config(args.pop("config", None), args)
+        if config.verbose:
+            logging.getLogger().setLevel(logging.DEBUG)
         return run_eval(config)
     except UserError as exc:
         print(f"ensemble-eval: error: {exc}", file=sys.stderr)

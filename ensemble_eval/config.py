@@ -17,7 +17,7 @@ from .crops import CropScheme, SchemeError
 from .errors import UserError
 
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 288}  # crops per forward pass
-DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -32,7 +32,7 @@ class RunConfig:
     models: list[str] = field(default_factory=list)
     data: str | None = None
     labels: str | None = None
-    crops: str = "144"
+    crops: str | None = None  # None: "144" if the protocol has it, else its largest crop set
     table: bool = False
     device: str = "auto"
     batch_size: int | None = None  # crops per forward pass; None: DEFAULT_BATCH_SIZE[device]
@@ -42,22 +42,36 @@ class RunConfig:
     overwrite: bool = False
     channels_last: bool = True
     progress: bool = True
+    verbose: bool = False
     protocol: CropScheme = field(default_factory=CropScheme)
 
     def validate(self) -> None:
-        if self.device not in DEVICES:
-            raise ConfigError(f"device {self.device!r} is not one of {list(DEVICES)}")
-        if self.crops not in self.protocol.crop_sets:
-            raise ConfigError(
-                f"--crops {self.crops} is not a crop set of the protocol; choose one of "
-                f"{list(self.protocol.crop_sets)} or define it under protocol.crop_sets in a --config file"
-            )
+        """Check every value's type and range; resolve the default crop set."""
+        for name in ("table", "overwrite", "channels_last", "progress", "verbose"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{_option(name)} must be true or false, got {getattr(self, name)!r}")
+        for name in ("data", "labels", "out", "crops"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{_option(name)} must be a string (a path or name), got {value!r}")
+        if not isinstance(self.models, list) or not all(isinstance(m, str) for m in self.models):
+            raise ConfigError(f"{_option('models')} must be a list of paths or globs, got {self.models!r}")
         for name in ("batch_size", "limit"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not isinstance(self.workers, int) or self.workers < 0:
-            raise ConfigError(f"--workers must be 0 or more, got {self.workers!r}")
+            if value is not None and (type(value) is not int or value < 1):
+                raise ConfigError(f"{_option(name)} must be a positive integer, got {value!r}")
+        if type(self.workers) is not int or self.workers < 0:
+            raise ConfigError(f"{_option('workers')} must be an integer >= 0, got {self.workers!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"{_option('device')} must be one of {list(DEVICES)}, got {self.device!r}")
+        sets = self.protocol.crop_sets
+        if self.crops is None:
+            self.crops = "144" if "144" in sets else max(sets, key=lambda n: len(self.protocol.set_indices(n)))
+        if self.crops not in sets:
+            raise ConfigError(
+                f"--crops {self.crops} is not a crop set of the protocol; choose one of "
+                f"{list(sets)} or define it under protocol.crop_sets in a --config file"
+            )
 
     def batch_size_for(self, device_type: str) -> int:
         return self.batch_size or DEFAULT_BATCH_SIZE.get(device_type, DEFAULT_BATCH_SIZE["cpu"])
@@ -69,6 +83,12 @@ class RunConfig:
 
 
 FIELD_NAMES = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def _option(name: str) -> str:
+    """How a setting is spelled in YAML and on the command line, for messages."""
+    flags = {"channels_last": "--no-channels-last", "progress": "--no-progress"}
+    return f"{name} ({flags.get(name, '--' + name.replace('_', '-'))})"
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -100,10 +120,10 @@ def build_config(yaml_path: str | None, overrides: dict[str, Any]) -> RunConfig:
     protocol = values.pop("protocol", None)
     try:
         scheme = CropScheme() if protocol is None else CropScheme.from_dict(protocol)
-    except (SchemeError, TypeError) as exc:
+    except SchemeError as exc:
         raise ConfigError(f"protocol in {yaml_path}: {exc}") from exc
-    if "crops" in values:
-        values["crops"] = str(values["crops"])
+    if isinstance(values.get("crops"), int):
+        values["crops"] = str(values["crops"])  # `crops: 144` in YAML
     if isinstance(values.get("models"), str):
         values["models"] = [values["models"]]
     config = RunConfig(protocol=scheme, **values)

@@ -154,6 +154,9 @@ class CropScheme:
 
     @classmethod
     def from_dict(cls, data: dict) -> CropScheme:
+        """A scheme from its YAML form (see configs/ilsvrc2014.yaml), with every value checked."""
+        if not isinstance(data, dict):
+            raise SchemeError(f"protocol must be a mapping (scales, crop_size, squares, crops, ...), got {data!r}")
         known = {"scales", "crop_size", "squares", "crops", "flips", "crop_sets"}
         unknown = set(data) - known
         if unknown:
@@ -161,15 +164,33 @@ class CropScheme:
         kwargs: dict = {}
         for axis in ("scales", "squares", "crops", "flips"):
             if axis in data:
-                kwargs[axis] = tuple(data[axis])
+                kwargs[axis] = _as_tuple(data[axis], axis, int if axis == "scales" else str)
         if "crop_size" in data:
+            if type(data["crop_size"]) is not int:
+                raise SchemeError(f"crop_size must be an integer, got {data['crop_size']!r}")
             kwargs["crop_size"] = data["crop_size"]
         if "crop_sets" in data:
             sets = data["crop_sets"]
             if not isinstance(sets, dict):
-                raise SchemeError("crop_sets must be a mapping of name -> selection")
-            kwargs["crop_sets"] = {str(n): {a: tuple(v) for a, v in (s or {}).items()} for n, s in sets.items()}
+                raise SchemeError(f"crop_sets must be a mapping of name -> selection, got {sets!r}")
+            parsed = {}
+            for name, selection in sets.items():
+                selection = selection or {}
+                if not isinstance(selection, dict):
+                    raise SchemeError(f"crop set {name!r} must be a mapping like {{scales: [256]}}, got {selection!r}")
+                parsed[str(name)] = {
+                    str(a): _as_tuple(v, f"crop set {name!r} {a}", int if a == "scales" else str)
+                    for a, v in selection.items()
+                }
+            kwargs["crop_sets"] = parsed
         return cls(**kwargs)
+
+
+def _as_tuple(value: object, what: str, kind: type) -> tuple:
+    if not isinstance(value, (list, tuple)) or not all(type(v) is kind for v in value):
+        example = "[256, 288]" if kind is int else "[first, center]"
+        raise SchemeError(f"{what} must be a list of {kind.__name__} values like {example}, got {value!r}")
+    return tuple(value)
 
 
 def resized_size(height: int, width: int, scale: int) -> tuple[int, int]:

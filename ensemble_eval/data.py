@@ -56,38 +56,45 @@ def wnid_to_index() -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Sample:
-    path: Path  # absolute
+    path: Path
     rel_path: str  # relative to the data root, '/'-separated
     target: int
+    wnid: str | None = None  # set when the label came from a WordNet id (ImageNet-1k class space)
 
 
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
-def _read_labels_csv(labels: Path) -> dict[str, int]:
-    """filename,wnid or filename,index (header optional) -> {filename: class index}."""
+def _read_labels_csv(labels: Path) -> dict[str, tuple[int, str | None]]:
+    """filename,wnid or filename,index (header optional) -> {filename: (class index, wnid or None)}."""
     if not labels.is_file():
         raise DataError(f"labels file {labels} does not exist; pass --labels FILE.csv with rows filename,wnid")
     mapping = wnid_to_index()
-    out: dict[str, int] = {}
-    with labels.open(newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 2:
-                raise DataError(f"{labels}:{lineno}: expected 'filename,wnid' or 'filename,index', got {row!r}")
-            name, label = row[0].strip(), row[1].strip()
-            if label in mapping:
-                out[name] = mapping[label]
-            elif label.lstrip("-").isdigit():
-                out[name] = int(label)
-            elif lineno == 1:
-                continue  # header row
-            else:
-                raise DataError(
-                    f"{labels}:{lineno}: label {label!r} is neither an ImageNet WordNet id nor a class index"
-                )
+    out: dict[str, tuple[int, str | None]] = {}
+    try:
+        text = labels.read_text(encoding="utf-8-sig")  # -sig: spreadsheets write a BOM
+    except UnicodeDecodeError as exc:
+        raise DataError(f"labels file {labels} is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV") from exc
+    for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            raise DataError(f"{labels}:{lineno}: expected 'filename,wnid' or 'filename,index', got {row!r}")
+        name, label = row[0].strip(), row[1].strip()
+        if label in mapping:
+            value: tuple[int, str | None] = (mapping[label], label)
+        elif label.isdigit():
+            value = (int(label), None)
+        elif lineno == 1 and not _is_image(name) and label.replace("_", "").isalpha():
+            continue  # a header row such as "filename,label"
+        else:
+            raise DataError(
+                f"{labels}:{lineno}: label {label!r} is neither an ImageNet WordNet id nor a class index >= 0"
+            )
+        if name in out and out[name] != value:
+            raise DataError(f"{labels}:{lineno}: {name!r} is labelled twice with different classes; keep one row")
+        out[name] = value
     if not out:
         raise DataError(f"labels file {labels} holds no rows; expected lines 'filename,wnid' or 'filename,index'")
     return out
@@ -101,6 +108,8 @@ def list_samples(root: str | os.PathLike, labels: str | os.PathLike | None = Non
     and only the files listed are evaluated.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"--data {root} is a file; pass the directory that holds the images")
     if not root.is_dir():
         raise DataError(f"data directory {root} does not exist; pass --data DIR with one folder per WordNet id")
     if labels is not None:
@@ -114,7 +123,7 @@ def list_samples(root: str | os.PathLike, labels: str | os.PathLike | None = Non
         extra = [n for n in os.listdir(root) if _is_image(n) and n not in table]
         if extra:
             log.warning("%d image(s) in %s have no label in %s and are ignored", len(extra), root, labels)
-        samples = [Sample(root / n, n.replace(os.sep, "/"), t) for n, t in table.items()]
+        samples = [Sample(root / n, n.replace(os.sep, "/"), t, w) for n, (t, w) in table.items()]
         return sorted(samples, key=lambda s: s.rel_path)
 
     mapping = wnid_to_index()
@@ -137,7 +146,7 @@ def list_samples(root: str | os.PathLike, labels: str | os.PathLike | None = Non
             for name in sorted(filenames):
                 if _is_image(name):
                     path = Path(dirpath) / name
-                    samples.append(Sample(path, path.relative_to(root).as_posix(), mapping[d]))
+                    samples.append(Sample(path, path.relative_to(root).as_posix(), mapping[d], d))
     if not samples:
         raise DataError(f"no images found under {root} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return sorted(samples, key=lambda s: s.rel_path)

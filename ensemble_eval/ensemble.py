@@ -20,7 +20,7 @@ from torch import nn
 from .checkpoints import Member
 from .crops import CropScheme
 from .data import DataError, Sample, crop_loader
-from .metrics import Tally
+from .metrics import Tally, topk_hits
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,10 @@ def evaluate(
     images_per_batch = max(1, batch_size // k)
 
     runners = place_members(members, device, channels_last)
-    tally = Tally(len(members), set_names)
+    num_sets = len(set_names)
+    # top-1/top-5 correct per member (rows 0..M-1) and for the ensemble (row M), per set;
+    # accumulated on the device so counting costs no host sync.
+    correct = torch.zeros((len(members) + 1, num_sets, 2), dtype=torch.int64, device=device)
     probs_out = np.zeros((len(samples), num_classes), dtype=np.float32)
     req = set_names.index(requested_set)
     divisor = len(members) * sizes[requested_set]
@@ -136,31 +139,29 @@ def evaluate(
     try:
         for batch in loader:
             if batch.failures:
-                pos, message = batch.failures[0]
-                raise DataError(message)
+                raise DataError(batch.failures[0][1])
             crops = batch.crops.to(device, non_blocking=True)
             targets = batch.targets.to(device, non_blocking=True)
             sums = member_set_sums(crops, runners, set_positions, batch_size, channels_last)  # [M, B, S, C]
             ensemble = sums.sum(dim=0)  # [B, S, C]
-            for s, name in enumerate(set_names):
-                for m in range(len(members)):
-                    tally.members[m][name].add(sums[m, :, s], targets)
-                tally.ensemble[name].add(ensemble[:, s], targets)
+            scores = torch.cat([sums, ensemble[None]]).transpose(1, 2)  # [M + 1, S, B, C]
+            correct += topk_hits(scores, targets, (1, 5))
             probs_out[batch.indices.numpy()] = (ensemble[:, req] / divisor).cpu().numpy()
             done += int(batch.indices.shape[0])
             if progress:
                 elapsed = max(time.perf_counter() - start, 1e-9)
-                c = tally.ensemble[requested_set]
+                top1, top5 = correct[-1, req].tolist()
                 bar.set_postfix(
                     {
                         "crops/s": f"{done * k * len(members) / elapsed:.1f}",
-                        "top1_err": f"{100 * c.top1_err:.2f}%",
-                        "top5_err": f"{100 * c.top5_err:.2f}%",
+                        "top1_err": f"{100 * (done - top1) / done:.2f}%",
+                        "top5_err": f"{100 * (done - top5) / done:.2f}%",
                     },
                     refresh=False,
                 )
             bar.update(int(batch.indices.shape[0]))
     finally:
         bar.close()
+    tally = Tally.from_correct(correct.cpu(), done, set_names)
     seconds = time.perf_counter() - start
     return EvalResult(samples, set_names, sizes, k, tally, probs_out, requested_set, seconds)

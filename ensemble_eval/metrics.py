@@ -7,18 +7,22 @@ from dataclasses import dataclass, field
 import torch
 
 
-def topk_correct(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
-    """Number of rows whose target is among the k highest scores, for each k.
+def topk_hits(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
+    """Per-k counts of rows whose target is among the k highest scores, on the scores' device.
 
-    scores: float [B, C] (probabilities or any monotone transform of them); targets: int64 [B].
-    k larger than C counts every row as correct, as for a model with fewer classes than k.
+    scores: float [..., B, C] (probabilities or any monotone transform of them); targets:
+    int64 [B]. Returns int64 [..., len(ks)] without a host sync. k larger than C counts every
+    row as correct, as for a model with fewer classes than k.
     """
-    if scores.shape[0] == 0:
-        return [0 for _ in ks]
-    kmax = min(max(ks), scores.shape[1])
-    top = scores.topk(kmax, dim=1).indices  # [B, kmax]
-    hits = top == targets.to(top.device).view(-1, 1)  # [B, kmax]
-    return [int(hits[:, : min(k, kmax)].any(dim=1).sum().item()) for k in ks]
+    kmax = min(max(ks), scores.shape[-1])
+    top = scores.topk(kmax, dim=-1).indices  # [..., B, kmax]
+    hits = top == targets.to(top.device).view(-1, 1)  # [..., B, kmax]
+    return torch.stack([hits[..., : min(k, kmax)].any(dim=-1).sum(dim=-1) for k in ks], dim=-1)
+
+
+def topk_correct(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
+    """`topk_hits` for one [B, C] score matrix, as Python ints."""
+    return [int(v) for v in topk_hits(scores, targets, ks).tolist()]
 
 
 @dataclass
@@ -65,3 +69,13 @@ class Tally:
     def __post_init__(self) -> None:
         self.members = [{s: Counts() for s in self.set_names} for _ in range(self.num_members)]
         self.ensemble = {s: Counts() for s in self.set_names}
+
+    @classmethod
+    def from_correct(cls, correct: torch.Tensor, num_images: int, set_names: list[str]) -> Tally:
+        """correct: int64 [M + 1, num_sets, 2] (members, then the ensemble; top-1, top-5)."""
+        values = correct.tolist()
+        tally = cls(len(values) - 1, list(set_names))
+        for row, per_set in zip(tally.members + [tally.ensemble], values):
+            for name, (top1, top5) in zip(set_names, per_set):
+                row[name] = Counts(num_images, top1, top5)
+        return tally

@@ -9,6 +9,8 @@ import csv
 import io
 import json
 import os
+import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -153,3 +155,98 @@ def write_predictions(path: Path, rel_paths: list[str], targets: np.ndarray, pro
 
 def write_json(path: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+OUTPUT_FILES = ("summary.json", "predictions.npz", "table.md", "table.csv")
+
+
+def summary_record(config, members, result, device, batch_size: int, cells: list[TableCell] | None) -> dict:
+    """The flat result record written as summary.json (errors as fractions)."""
+    from . import __version__
+
+    counts = result.tally.ensemble[result.requested_set]
+    record = {
+        "version": __version__,
+        "num_images": counts.num_images,
+        "num_classes": members[0].num_classes,
+        "crops": result.requested_set,
+        "num_crops": result.crops_per_set[result.requested_set],
+        "num_models": len(members),
+        "models": [
+            {
+                "path": m.path,
+                "sha256": m.sha256,
+                "arch": m.arch.name,
+                "num_classes": m.num_classes,
+                "aux_heads": m.arch.aux_heads,
+                "mean": list(m.mean),
+                "std": list(m.std),
+                "errors": {s: result.tally.members[i][s].to_dict() for s in result.set_names},
+            }
+            for i, m in enumerate(members)
+        ],
+        "top1_err": counts.top1_err,
+        "top5_err": counts.top5_err,
+        "top1_correct": counts.top1,
+        "top5_correct": counts.top5,
+        "crop_sets": {
+            s: result.tally.ensemble[s].to_dict() | {"num_crops": result.crops_per_set[s]} for s in result.set_names
+        },
+        "device": str(device),
+        "batch_size": batch_size,
+        "channels_last": config.channels_last,
+        "seconds": round(result.seconds, 3),
+        "images_per_second": round(counts.num_images / result.seconds, 3) if result.seconds else None,
+        "crops_per_image": result.crops_per_image,
+        "crop_evals_per_second": round(counts.num_images * result.crops_per_image * len(members) / result.seconds, 3)
+        if result.seconds
+        else None,
+        "data": str(config.data),
+        "labels": config.labels,
+        "limit": config.limit,
+        "protocol": config.protocol.to_dict(),
+        "command": sys.argv,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if cells is not None:
+        record["table"] = [
+            {
+                "label": c.label,
+                "models": c.models,
+                "crops": c.crops,
+                "cost": c.cost,
+                "top1_err": c.top1_err,
+                "top5_err": c.top5_err,
+                "delta_top5": c.delta_top5,
+            }
+            for c in cells
+        ]
+    return record
+
+
+def write_run(out: Path, config, members, result, device, batch_size: int) -> str:
+    """Write every result file into `out` (replacing a previous run's) and return the terminal text."""
+    names = [m.name for m in members]
+    cells = table_cells(result.tally, result.crops_per_set, names) if config.table else None
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in OUTPUT_FILES:  # --overwrite: no file of an earlier run may stay beside this one
+        (out / stale).unlink(missing_ok=True)
+    text = ""
+    written = ["summary.json", "predictions.npz"]
+    if cells is not None:
+        atomic_write_text(out / "table.md", render_table(cells, result.tally, result.crops_per_set, names, True))
+        atomic_write_text(out / "table.csv", table_csv(cells))
+        written += ["table.md", "table.csv"]
+        text += render_table(cells, result.tally, result.crops_per_set, names) + "\n"
+    targets = np.array([s.target for s in result.samples], dtype=np.int64)
+    write_predictions(out / "predictions.npz", [s.rel_path for s in result.samples], targets, result.probs)
+    record = summary_record(config, members, result, device, batch_size, cells)
+    write_json(out / "summary.json", record)
+    counts = result.tally.ensemble[result.requested_set]
+    text += (
+        f"{len(members)} model(s) x {record['num_crops']} crop(s) on {counts.num_images} images: "
+        f"top-1 error {100 * counts.top1_err:.2f}%, top-5 error {100 * counts.top5_err:.2f}% "
+        f"({result.seconds:.1f} s on {device})\n"
+        f"wrote {', '.join(written)} to {out}\n"
+    )
+    return text

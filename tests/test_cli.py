@@ -305,3 +305,140 @@ def test_help_and_module_entry_point():
     for heading in ("inputs:", "protocol:", "execution:", "outputs:", "examples:", "--models", "--table"):
         assert heading in proc.stdout
     assert "import torch" not in proc.stderr
+
+
+def _googlenet_file(path: Path, num_classes: int) -> Path:
+    from torchvision.models import GoogLeNet
+
+    return save_checkpoint(GoogLeNet(num_classes=num_classes, aux_logits=False, init_weights=False), path)
+
+
+def test_class_count_must_fit_the_labels_before_any_image(tmp_path, capsys):
+    tf_port = _googlenet_file(tmp_path / "tf1001.pt", 1001)
+    assert main(["--models", str(tf_port), "--data", str(DATA), "--out", str(tmp_path / "o")]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "1001 classes" in line and "background class" in line
+    ten = _googlenet_file(tmp_path / "ten.pt", 10)
+    # --limit does not hide the mismatch: the whole label set is checked
+    assert main(["--models", str(ten), "--data", str(DATA), "--limit", "1", "--out", str(tmp_path / "o")]) == 2
+    assert "models have 10 classes but the labels are ImageNet-1k" in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_index_labels_must_fit_the_models(tmp_path, samples, capsys):
+    ten = _googlenet_file(tmp_path / "ten.pt", 10)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(samples[0].path, flat / "a.JPEG")
+    shutil.copy(samples[1].path, flat / "b.JPEG")
+    (tmp_path / "labels.csv").write_text("a.JPEG,3\nb.JPEG,12\n")
+    args = ["--models", str(ten), "--data", str(flat), "--labels", str(tmp_path / "labels.csv")]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    assert "b.JPEG has class index 12 but the models have 10 classes" in _error_line(capsys.readouterr().err)
+    (tmp_path / "labels.csv").write_text("a.JPEG,-1\n")
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    assert "class index >= 0" in _error_line(capsys.readouterr().err)
+    # a spreadsheet's UTF-8 BOM is fine; a non-UTF-8 file gets a message
+    (tmp_path / "labels.csv").write_bytes("\ufeffa.JPEG,3\nb.JPEG,4\n".encode())
+    assert main([*args, "--out", str(tmp_path / "o"), "--crops", "1", "--no-progress", "--workers", "0"]) == 0
+    assert list(np.load(tmp_path / "o" / "predictions.npz")["targets"]) == [3, 4]
+    (tmp_path / "labels.csv").write_bytes(b"a.JPEG,3\n\xff\xfe,4\n")
+    assert main([*args, "--out", str(tmp_path / "o2")]) == 2
+    assert "not UTF-8" in _error_line(capsys.readouterr().err)
+
+
+def test_duplicate_members_are_refused_and_identical_files_warned(demo_ckpts, tmp_path, capsys, caplog):
+    a = str(demo_ckpts[0])
+    assert main(["--models", a, str(Path(a).parent / "*.pt"), "--data", str(DATA), "--out", str(tmp_path / "o")]) == 2
+    assert "is given twice" in _error_line(capsys.readouterr().err)
+    copy = tmp_path / "copy.pt"
+    shutil.copy(a, copy)
+    code = main(
+        [
+            "--models",
+            a,
+            str(copy),
+            "--data",
+            str(DATA),
+            "--limit",
+            "1",
+            "--crops",
+            "1",
+            "--no-progress",
+            "--workers",
+            "0",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 0
+    assert "byte-identical" in caplog.text
+
+
+def test_out_dir_problems_are_found_before_evaluating(demo_ckpts, tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    for out, needle in [(blocker, "is a file"), (blocker / "sub", "cannot be created")]:
+        assert main(["--models", str(demo_ckpts[0]), "--data", str(DATA), "--out", str(out)]) == 2
+        assert needle in _error_line(capsys.readouterr().err)
+
+
+def test_overwrite_replaces_every_file_of_the_earlier_run(demo_ckpts, tmp_path):
+    args = [
+        "--models",
+        str(demo_ckpts[0]),
+        "--data",
+        str(DATA),
+        "--limit",
+        "1",
+        "--no-progress",
+        "--workers",
+        "0",
+        "--out",
+        str(tmp_path),
+        "--config",
+        QUICK,
+    ]
+    assert main([*args, "--table"]) == 0
+    assert (tmp_path / "table.md").exists()
+    assert main([*args, "--crops", "1", "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.npz", "summary.json"]
+    assert json.loads((tmp_path / "summary.json").read_text())["crops"] == "1"
+
+
+@pytest.mark.parametrize(
+    "yaml_text,needle",
+    [
+        ('table: "no"\n', "table (--table) must be true or false"),
+        ("data: 123\n", "data (--data) must be a string"),
+        ("models: [a.pt, 5]\n", "models (--models) must be a list of paths"),
+        ("batch_size: true\n", "batch_size (--batch-size) must be a positive integer"),
+        ('protocol:\n  crop_sets: {"1": [256]}\n', "crop set '1' must be a mapping"),
+        ("protocol:\n  scales: 256\n", "scales must be a list of int values"),
+        ("protocol:\n  crops: center\n", "crops must be a list of str values"),
+    ],
+)
+def test_bad_yaml_values_get_one_line(tmp_path, capsys, yaml_text, needle):
+    (tmp_path / "c.yaml").write_text(yaml_text)
+    args = ["--config", str(tmp_path / "c.yaml")]
+    args += [] if yaml_text.startswith("models") else ["--models", "x.pt"]
+    args += [] if yaml_text.startswith("data") else ["--data", str(DATA)]
+    assert main(args) == 2
+    assert needle in _error_line(capsys.readouterr().err)
+
+
+def test_default_crop_set_is_the_largest_of_a_custom_scheme(tmp_path):
+    from ensemble_eval.config import build_config
+
+    (tmp_path / "c.yaml").write_text(
+        "protocol:\n  scales: [72]\n  crop_size: 64\n  crop_sets:\n    one: {squares: [center], crops: [center]}\n"
+        "    all: {}\n"
+    )
+    assert build_config(str(tmp_path / "c.yaml"), {}).crops == "all"
+
+
+def test_abbreviated_flags_are_not_guessed(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", "a.pt", "--data", str(DATA)])
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in _error_line(capsys.readouterr().err)

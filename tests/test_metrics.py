@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ensemble_eval.metrics import Counts, topk_correct
+from ensemble_eval.metrics import Counts, topk_correct, topk_hits
 
 
 def test_topk_correct_equals_plain_loop():
@@ -34,3 +34,14 @@ def test_counts_accumulate_integers():
     assert (c.num_images, c.top1, c.top5) == (4, 3, 4)
     assert c.top1_err == 0.25 and c.top5_err == 0.0
     assert Counts().to_dict()["num_images"] == 0
+
+
+def test_batched_hits_equal_per_slice_counts():
+    gen = torch.Generator().manual_seed(1)
+    scores = torch.rand(3, 4, 20, 7, generator=gen)  # [members, sets, B, C]
+    targets = torch.randint(0, 7, (20,), generator=gen)
+    hits = topk_hits(scores, targets, (1, 5))
+    assert hits.shape == (3, 4, 2) and hits.dtype == torch.int64
+    for m in range(3):
+        for s in range(4):
+            assert hits[m, s].tolist() == topk_correct(scores[m, s], targets, (1, 5))
