@@ -1,9 +1,17 @@
-"""Reading checkpoint files safely and turning them into evaluation members.
+"""Reading every checkpoint format safely, input conventions, and validation verdicts.
 
-Always `torch.load(..., weights_only=True)`: a checkpoint is data, and unpickling arbitrary
-objects from an untrusted file can run code. Wrapped (`state_dict`, `model`,
-`model_state_dict`) and prefixed (`module.`, `model.`, `_orig_mod.`) state dicts are
-unwrapped; the architecture comes from the keys and shapes (models.py).
+A checkpoint is data from somewhere else, so nothing here runs code from a file unless the
+user says `--trust-checkpoints`:
+
+- ``torch.save`` files are read with ``torch.load(..., weights_only=True)`` (an
+  ``argparse.Namespace`` beside the weights is allowed as plain data); a whole pickled module
+  needs the trust flag;
+- safetensors files hold tensors only; TorchScript archives are opened only to take their
+  tensors (their code is never run: the architecture is rebuilt from the weights);
+- ``torchvision:googlenet`` names torchvision's published weights (cached download).
+
+Every file gets an `Inspection`: what it is (format, architecture, classes, input
+convention) and a verdict, OK / WARN / ERROR with reasons. Evaluation refuses ERRORs.
 """
 
 from __future__ import annotations
@@ -11,71 +19,263 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import json
 import logging
 import os
 import re
+import struct
+import warnings
+import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import UserError
-from .models import ArchitectureError, ArchSpec, build_model
+from .models import ArchitectureError, ArchSpec, build_model, count_parameters
 
 log = logging.getLogger(__name__)
 
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+RAW_KEYS = ("state_dict", "model_state_dict", "model")
+EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict", "ema", "ema_model", "module_ema")
 PREFIXES = ("module.", "_orig_mod.", "model.")
+META_KEY = "ensemble_eval"  # embedded input-convention entry (torch.save dict or safetensors metadata)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCHVISION_SPECS = ("torchvision:googlenet",)
 
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
+@dataclass(frozen=True)
+class Convention:
+    """How a member wants its input and how its outputs map onto the canonical classes.
+
+    Crops arrive as 0-1 RGB floats; the member sees `(x[channels] * input_scale - mean) / std`
+    with channels reversed for BGR. `class_offset` leading outputs (a background class) are
+    dropped before the softmax; `classes` (wnids in output order) reorders the rest into
+    the canonical sorted-wnid order.
+    """
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    color: str = "RGB"
+    input_scale: float = 1.0
+    transform_input: bool = False
+    class_offset: int = 0
+    classes: tuple[str, ...] | None = None
+    weights: str | None = None  # "ema" or "raw": which weights of a file holding both
+    source: str = "default"  # "default", "embedded", "sidecar NAME", "torchvision"
+
+    def describe(self) -> str:
+        if self.mean == IMAGENET_MEAN and self.std == IMAGENET_STD:
+            norm = "imagenet"
+        else:
+            norm = "mean=" + ",".join(f"{v:g}" for v in self.mean) + " std=" + ",".join(f"{v:g}" for v in self.std)
+        scale = "0-255" if self.input_scale == 255 else ("0-1" if self.input_scale == 1 else f"x{self.input_scale:g}")
+        parts = [self.color, scale, norm]
+        if self.transform_input:
+            parts.append("transform_input")
+        if self.class_offset:
+            parts.append(f"offset {self.class_offset}")
+        if self.classes is not None:
+            parts.append("own class order")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "color": self.color,
+            "input_scale": self.input_scale,
+            "transform_input": self.transform_input,
+            "class_offset": self.class_offset,
+            "classes": list(self.classes) if self.classes is not None else None,
+            "source": self.source,
+        }
+
+
+CONVENTION_FIELDS = {"mean", "std", "color", "input_scale", "transform_input", "class_offset", "classes", "weights"}
+
+
+def parse_convention(data: object, source: str) -> Convention:
+    """Validate a sidecar / embedded mapping into a Convention (CheckpointError on bad values)."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{source}: expected a mapping of {sorted(CONVENTION_FIELDS)}, got {data!r}")
+    unknown = set(data) - CONVENTION_FIELDS
+    if unknown:
+        raise CheckpointError(f"{source}: unknown field(s) {sorted(unknown)}; known: {sorted(CONVENTION_FIELDS)}")
+    kw: dict[str, Any] = {"source": source}
+    for name in ("mean", "std"):
+        if name in data:
+            v = data[name]
+            if (
+                not isinstance(v, (list, tuple))
+                or len(v) != 3
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            ):
+                raise CheckpointError(f"{source}: {name} must be three numbers like [0.485, 0.456, 0.406], got {v!r}")
+            if name == "std" and any(x <= 0 for x in v):
+                raise CheckpointError(f"{source}: std must be positive, got {v!r}")
+            kw[name] = tuple(float(x) for x in v)
+    if "color" in data:
+        if data["color"] not in ("RGB", "BGR"):
+            raise CheckpointError(f"{source}: color must be RGB or BGR, got {data['color']!r}")
+        kw["color"] = data["color"]
+    if "input_scale" in data:
+        v = data["input_scale"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise CheckpointError(f"{source}: input_scale must be 1 (0-1 input) or 255 (0-255 input), got {v!r}")
+        kw["input_scale"] = float(v)
+    if "transform_input" in data:
+        if not isinstance(data["transform_input"], bool):
+            raise CheckpointError(f"{source}: transform_input must be true or false, got {data['transform_input']!r}")
+        kw["transform_input"] = data["transform_input"]
+    if "class_offset" in data:
+        v = data["class_offset"]
+        if type(v) is not int or v < 0:
+            raise CheckpointError(f"{source}: class_offset must be an integer >= 0 (1: background first), got {v!r}")
+        kw["class_offset"] = v
+    if "classes" in data and data["classes"] is not None:
+        v = data["classes"]
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+            raise CheckpointError(f"{source}: classes must be a list of WordNet ids in output order")
+        kw["classes"] = tuple(v)
+    if "weights" in data and data["weights"] is not None:
+        if data["weights"] not in ("ema", "raw"):
+            raise CheckpointError(f"{source}: weights must be ema or raw, got {data['weights']!r}")
+        kw["weights"] = data["weights"]
+    return Convention(**kw)
+
+
+def sidecar_path(path: str) -> Path | None:
+    """`a.pt.yaml` or `a.yaml` beside `a.pt`, if present."""
+    p = Path(path)
+    for candidate in (p.with_name(p.name + ".yaml"), p.with_suffix(".yaml")):
+        if candidate != p and candidate.is_file():
+            return candidate
+    return None
+
+
+def read_sidecar(path: Path) -> Convention:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"sidecar {path} is not valid YAML; fix its syntax") from exc
+    return parse_convention(data, f"sidecar {path.name}")
+
+
+@dataclass
+class Inspection:
+    """Everything known about one checkpoint, and whether it can be used."""
+
+    path: str
+    sha256: str | None = None
+    size: int = 0
+    format: str = "?"
+    weights: str = ""  # "raw", "ema" or "" (only one set)
+    arch: ArchSpec | None = None
+    num_params: int | None = None
+    convention: Convention = field(default_factory=Convention)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    model: nn.Module | None = None
+    state_digest: str | None = None  # hash of the tensors, to spot identical members
+
+    @property
+    def verdict(self) -> str:
+        return "ERROR" if self.errors else ("WARN" if self.warnings else "OK")
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name if ":" not in self.path else self.path
+
+    @property
+    def num_outputs(self) -> int | None:
+        return self.arch.num_classes if self.arch else None
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes after dropping `class_offset` leading outputs."""
+        return self.arch.num_classes - self.convention.class_offset if self.arch else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "format": self.format,
+            "weights": self.weights or None,
+            "arch": self.arch.name if self.arch else None,
+            "num_params": self.num_params,
+            "num_outputs": self.num_outputs,
+            "num_classes": self.num_classes,
+            "aux_heads": self.arch.aux_heads if self.arch else None,
+            "input": self.convention.to_dict(),
+            "verdict": self.verdict,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "notes": self.notes,
+        }
+
+
 @dataclass
 class Member:
-    """One model of the ensemble, ready to run.
-
-    `mean`/`std` are applied to 0-1 RGB crops after cropping.
-    """
+    """One model of the ensemble, ready to run: the eval-mode module and its conventions."""
 
     path: str
     sha256: str
     arch: ArchSpec
     model: nn.Module
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    notes: list[str] = field(default_factory=list)
+    convention: Convention = field(default_factory=Convention)
+    fmt: str = "state dict"
 
     @property
     def name(self) -> str:
-        return Path(self.path).name
+        return Path(self.path).name if ":" not in self.path else self.path
 
     @property
     def num_classes(self) -> int:
-        return self.arch.num_classes
+        return self.arch.num_classes - self.convention.class_offset
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.convention.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.convention.std
+
+
+# ---------------------------------------------------------------------------------------
+# Paths
 
 
 def expand_model_paths(patterns: list[str]) -> list[str]:
-    """Paths and shell globs -> existing files, in the order given (each glob sorted)."""
+    """Paths, shell globs and model specs -> checkpoint names, in the order given (globs sorted)."""
     paths: list[str] = []
     for pattern in patterns:
         if not isinstance(pattern, str):
             raise CheckpointError(f"--models entries must be paths, got {pattern!r}")
-        if glob.has_magic(pattern):
-            matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+        if pattern.startswith("torchvision:"):
+            if pattern not in TORCHVISION_SPECS:
+                raise CheckpointError(f"unknown model spec {pattern!r}; supported: {', '.join(TORCHVISION_SPECS)}")
+            paths.append(pattern)
+        elif glob.has_magic(pattern):
+            matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p) and not p.endswith((".yaml", ".yml")))
             if not matched:
-                raise CheckpointError(
-                    f"--models pattern {pattern!r} matched no files; check the path or quote the glob"
-                )
+                raise CheckpointError(f"--models pattern {pattern!r} matched no files; check the path or the glob")
             paths.extend(matched)
         elif os.path.isdir(pattern):
-            raise CheckpointError(
-                f"--models {pattern!r} is a directory; pass the files, e.g. {pattern.rstrip('/')}/*.pt"
-            )
+            raise CheckpointError(f"--models {pattern!r} is a directory; pass files, e.g. {pattern.rstrip('/')}/*.pt")
         elif not os.path.isfile(pattern):
             raise CheckpointError(f"checkpoint {pattern!r} does not exist; check the path given to --models")
         else:
@@ -84,7 +284,7 @@ def expand_model_paths(patterns: list[str]) -> list[str]:
         raise CheckpointError("no checkpoints given; pass --models A.pt [B.pt ...] (globs allowed)")
     seen: dict[str, str] = {}
     for p in paths:
-        key = os.path.realpath(p)
+        key = p if p.startswith("torchvision:") else os.path.realpath(p)
         if key in seen:
             raise CheckpointError(
                 f"checkpoint {p} is given twice (also as {seen[key]}); each member must appear once in --models"
@@ -101,104 +301,378 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _is_tensor_dict(obj: object) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """A hash of the tensors themselves (names, dtypes, shapes, values), whatever the file format."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
-def unwrap_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Find the weights inside a loaded checkpoint and strip wrapper prefixes.
-
-    Accepts a bare state dict or one nested under `state_dict`, `model_state_dict` or
-    `model` (possibly beside optimizer state, epoch numbers and the like). Prefixes
-    `module.` (DataParallel/DDP), `_orig_mod.` (torch.compile) and `model.` (Lightning) are
-    removed when every key carries them, repeatedly (`module._orig_mod.` too).
-    """
-    state = obj
-    for _ in range(3):
-        if _is_tensor_dict(state):
-            break
-        if isinstance(state, dict):
-            inner = next((state[k] for k in WRAPPER_KEYS if k in state and isinstance(state[k], dict)), None)
-            if inner is not None:
-                state = inner
-                continue
-        break
-    if not _is_tensor_dict(state):
-        kind = type(obj).__name__
-        keys = f" with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict) else ""
-        raise CheckpointError(
-            f"{source}: no state dict found (a {kind}{keys}); expected a dict of tensors, "
-            f"bare or under one of {list(WRAPPER_KEYS)}"
-        )
-    state = dict(state)
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix) :]: v for k, v in state.items()}
-                stripped = True
-    # BatchNorm's num_batches_tracked is bookkeeping some exporters drop; fine either way.
-    return state
+# ---------------------------------------------------------------------------------------
+# Reading files
 
 
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Load a checkpoint file with weights_only=True and return its unwrapped state dict."""
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); re-copy or re-download it")
+class _Refusal(Exception):
+    """Internal: a file-level problem, turned into an ERROR verdict."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0][:120]}" if text else type(exc).__name__
+
+
+def sniff_format(path: str) -> str:
+    """'torch', 'torchscript', 'safetensors' or 'unknown', from the file's first bytes."""
     with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip format, or a legacy pickle
-        raise CheckpointError(
-            f"checkpoint {path} is not a PyTorch checkpoint (no zip or pickle header); pass files written by torch.save"
-        )
+        head = fh.read(9)
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "torch"  # a damaged zip: torch.load will say so
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        return "torch"
+    if head[:1] == b"\x80":
+        return "torch"  # legacy (pre-1.6) torch.save pickle
+    if len(head) == 9 and head[8:9] == b"{":
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if 0 < header_len < os.path.getsize(path):
+            return "safetensors"
+    return "unknown"
+
+
+def _torch_load(path: str, trust: bool) -> tuple[object, bool]:
+    """(object, was_trusted_load). Raises _Refusal with the reason."""
     try:
         # argparse.Namespace (saved beside the weights by torchvision's reference scripts) is
         # plain data; allowing it keeps weights_only's protection against everything else.
         with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True), False
     except Exception as exc:  # an untrusted file can make the unpickler fail in any way
         text = str(exc)
-        if "Weights only load failed" in text:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-            what = f"objects of type {found.group(1)}" if found else "non-tensor objects"
-            raise CheckpointError(
-                f"checkpoint {path} holds {what}, which cannot be loaded safely with weights_only=True; "
-                "re-save it as a plain state dict: torch.save(model.state_dict(), path)"
+        if "Weights only load failed" not in text:
+            raise _Refusal(f"cannot be read ({_first_line(exc)}); the file is truncated or corrupt") from exc
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        what = f"objects of type {found.group(1)}" if found else "non-tensor objects"
+        if not trust:
+            raise _Refusal(
+                f"holds {what}, which cannot be loaded without unpickling code (unsafe for untrusted files); "
+                "if you trust the file pass --trust-checkpoints, or re-save it as a state dict: "
+                "torch.save(model.state_dict(), path)"
             ) from exc
-        first = text.strip().splitlines()[0].split(". ")[0][:120] if text.strip() else "no details"
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); "
-            "the file is truncated or not a PyTorch checkpoint"
-        ) from exc
-    return unwrap_state_dict(obj, source=f"checkpoint {path}")
-
-
-def load_member(path: str) -> Member:
-    """Read, recognise and build one checkpoint as an eval-mode model on the CPU."""
-    state = read_state_dict(path)
     try:
-        model, spec = build_model(state)
-    except ArchitectureError as exc:
-        raise CheckpointError(f"checkpoint {path}: {exc}") from exc
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"checkpoint {path}: tensor {bad[0]!r} holds NaN or Inf; the weights are corrupt")
-    return Member(path=str(path), sha256=sha256_file(path), arch=spec, model=model)
+        return torch.load(path, map_location="cpu", weights_only=False), True
+    except Exception as exc:
+        raise _Refusal(f"cannot be read even with --trust-checkpoints ({_first_line(exc)})") from exc
 
 
-def load_members(patterns: list[str]) -> list[Member]:
-    """Every checkpoint matched by `patterns`, checked to agree on the class count."""
-    members = [load_member(p) for p in expand_model_paths(patterns)]
-    by_hash: dict[str, str] = {}
-    for m in members:
-        if m.sha256 in by_hash:
-            log.warning(
-                "%s and %s are byte-identical: the ensemble is smaller than it looks", by_hash[m.sha256], m.path
+def _is_tensor_dict(obj: object) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    stripped: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for prefix in PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                stripped.append(prefix)
+                changed = True
+    return state, stripped
+
+
+def _state_of(obj: object) -> dict[str, torch.Tensor] | None:
+    """A tensor dict from a state dict, an EMA wrapper's dict or a module."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict):
+        tensors = {k: v for k, v in obj.items() if k != "n_averaged"}  # torch.optim.swa_utils.AveragedModel
+        if _is_tensor_dict(tensors):
+            return tensors
+    return None
+
+
+def unwrap_state_dict(obj: object, prefer: str | None = None) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """Find the weights inside a loaded checkpoint: (state dict, which weights, notes).
+
+    Accepts a bare state dict, one nested under `state_dict`, `model_state_dict` or `model`
+    (beside optimizer state, epochs, args...), EMA weights under `state_dict_ema`,
+    `model_ema`, `ema`, ... (raw weights are used unless `prefer == "ema"` or there are no
+    others), and a whole module. Prefixes `module.`, `_orig_mod.` and `model.` are removed
+    when every key carries them (repeatedly: `module._orig_mod.` too).
+    """
+    notes: list[str] = []
+    raw = ema = None
+    raw_key = ema_key = ""
+    direct = _state_of(obj)
+    if direct is not None:
+        raw, raw_key = direct, "(top level)"
+    elif isinstance(obj, dict):
+        for key in RAW_KEYS:
+            if key in obj and (s := _state_of(obj[key])) is not None:
+                raw, raw_key = s, key
+                break
+        if raw is None:  # one more level, e.g. {"model": {"state_dict": ...}}
+            for key in RAW_KEYS:
+                if isinstance(obj.get(key), dict):
+                    inner = next((_state_of(obj[key][k]) for k in RAW_KEYS if k in obj[key]), None)
+                    if inner is not None:
+                        raw, raw_key = inner, f"{key}.…"
+                        break
+        for key in EMA_KEYS:
+            if key in obj and (s := _state_of(obj[key])) is not None:
+                ema, ema_key = s, key
+                break
+    if raw is None and ema is None:
+        kind = type(obj).__name__
+        keys = f" with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict) else ""
+        raise _Refusal(
+            f"no state dict found (a {kind}{keys}); expected a dict of tensors, bare or under one of "
+            f"{list(RAW_KEYS + EMA_KEYS)}"
+        )
+    if raw is not None and ema is not None:
+        which = "ema" if prefer == "ema" else "raw"
+        other = "raw weights (weights: raw)" if which == "ema" else "EMA weights (--ema, or weights: ema in a sidecar)"
+        notes.append(f"holds raw ('{raw_key}') and EMA ('{ema_key}') weights; using {which}, choose {other}")
+        state = ema if which == "ema" else raw
+    elif ema is not None:
+        which, state = "ema", ema
+        notes.append(f"only EMA weights ('{ema_key}')")
+    else:
+        if prefer == "ema":
+            raise _Refusal("EMA weights were asked for (--ema or weights: ema) but the file holds none")
+        which, state = "", raw
+    state, stripped = _strip_prefixes(dict(state))
+    if stripped:
+        notes.append("stripped prefix " + "".join(stripped))
+    return state, which, notes
+
+
+def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _Refusal(f"cannot be read as safetensors ({_first_line(exc)}); the file is truncated or corrupt") from exc
+
+
+def _read_torchscript(path: str) -> dict[str, torch.Tensor]:
+    try:
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not the user's business
+            warnings.simplefilter("ignore", FutureWarning)
+            scripted = torch.jit.load(path, map_location="cpu")
+    except Exception as exc:
+        raise _Refusal(f"cannot be read as TorchScript ({_first_line(exc)}); the archive is truncated") from exc
+    return {k: v for k, v in scripted.state_dict().items()}
+
+
+def _torchvision_weights(spec: str) -> str:
+    """The cached file of torchvision's published weights, downloaded once; a clear refusal offline."""
+    from torchvision.models import GoogLeNet_Weights
+
+    weights = GoogLeNet_Weights.IMAGENET1K_V1
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    target = cache / os.path.basename(weights.url)
+    if not target.is_file():
+        try:
+            torch.hub.load_state_dict_from_url(weights.url, model_dir=str(cache), progress=True, check_hash=True)
+        except Exception as exc:
+            raise _Refusal(
+                f"cannot download torchvision's weights ({_first_line(exc)}); offline, download {weights.url} "
+                f"elsewhere and put it at {target}"
+            ) from exc
+    return str(target)
+
+
+def _check_tensors(state: dict[str, torch.Tensor], ins: Inspection) -> None:
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            ins.errors.append(f"tensor {key!r} holds NaN or Inf; the weights are corrupt")
+            return
+    for key, tensor in state.items():
+        if key.endswith("running_var") and tensor.is_floating_point() and (tensor <= 0).any():
+            ins.errors.append(f"BatchNorm {key!r} has values <= 0; the statistics are corrupt")
+            return
+
+
+def _check_convention(ins: Inspection) -> None:
+    from .data import imagenet_classes
+
+    conv, arch = ins.convention, ins.arch
+    if arch is None:
+        return
+    if conv.class_offset >= arch.num_classes:
+        ins.errors.append(f"class_offset {conv.class_offset} leaves no classes of the {arch.num_classes} outputs")
+    if conv.transform_input and arch.name != "torchvision-googlenet":
+        ins.errors.append(f"transform_input is a torchvision GoogLeNet option; {arch.name} has none")
+    if conv.classes is not None:
+        canonical = [c.wnid for c in imagenet_classes()]
+        if len(conv.classes) != arch.num_classes - conv.class_offset:
+            ins.errors.append(
+                f"classes lists {len(conv.classes)} wnids but the model has {arch.num_classes - conv.class_offset} "
+                "classes (after class_offset)"
             )
-        by_hash.setdefault(m.sha256, m.path)
-    counts = {m.num_classes for m in members}
+        elif sorted(conv.classes) != sorted(canonical):
+            missing = next((w for w in conv.classes if w not in set(canonical)), None) or "duplicates"
+            ins.errors.append(f"classes must be the 1000 ImageNet-1k wnids in the model's order ({missing!r} is not)")
+    if arch.num_classes == 1001 and conv.class_offset == 0:
+        ins.warnings.append(
+            "1001 outputs: a TensorFlow port with background at index 0? set class_offset: 1 in a sidecar"
+        )
+
+
+def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None, build: bool = True) -> Inspection:
+    """Read, recognise and check one checkpoint. Never raises for problems of the file itself:
+    they become ERRORs in the returned Inspection. `build=False` skips building the model."""
+    ins = Inspection(path=path)
+    try:
+        sidecar = sidecar_path(path) if not path.startswith("torchvision:") else None
+        embedded: object = None
+        if path.startswith("torchvision:"):
+            file = _torchvision_weights(path)
+            ins.format = "torchvision weights"
+            ins.convention = Convention(transform_input=True, source="torchvision")
+            obj, _ = _torch_load(file, trust=False)
+            ins.size = os.path.getsize(file)
+            ins.sha256 = sha256_file(file)
+            state, ins.weights, notes = unwrap_state_dict(obj)
+            ins.notes += [f"cached at {file}", *notes]
+        else:
+            ins.size = os.path.getsize(path)
+            if ins.size == 0:
+                raise _Refusal("is empty (0 bytes); re-copy or re-download it")
+            ins.sha256 = sha256_file(path)
+            kind = sniff_format(path)
+            ins.format = {"torch": "torch.save", "unknown": "?"}.get(kind, kind)
+            if kind == "unknown":
+                raise _Refusal("is not a checkpoint (no torch.save, TorchScript or safetensors header)")
+            if kind == "safetensors":
+                ins.format = "safetensors"
+                tensors, meta = _read_safetensors(path)
+                embedded = json.loads(meta[META_KEY]) if META_KEY in meta else None
+                state, ins.weights, notes = unwrap_state_dict(tensors)
+            elif kind == "torchscript":
+                ins.format = "torchscript"
+                state, ins.weights, notes = unwrap_state_dict(_read_torchscript(path))
+            else:
+                obj, trusted = _torch_load(path, trust)
+                if isinstance(obj, dict) and META_KEY in obj:
+                    embedded = obj[META_KEY]
+                conv_pref = None
+                if sidecar is not None:
+                    conv_pref = read_sidecar(sidecar).weights
+                elif embedded is not None:
+                    conv_pref = parse_convention(embedded, "embedded metadata").weights
+                state, ins.weights, notes = unwrap_state_dict(obj, prefer or conv_pref)
+                ins.format = (
+                    "pickled module (trusted)"
+                    if trusted and isinstance(obj, nn.Module)
+                    else ("pickle (trusted)" if trusted else "state dict")
+                )
+            ins.notes += notes
+        if sidecar is not None:
+            ins.convention = read_sidecar(sidecar)
+        elif embedded is not None:
+            ins.convention = parse_convention(embedded, "embedded metadata")
+    except _Refusal as exc:
+        ins.errors.append(str(exc))
+        return ins
+    except CheckpointError as exc:  # a bad sidecar or embedded entry
+        ins.errors.append(str(exc))
+        return ins
+    except (json.JSONDecodeError, OSError) as exc:
+        ins.errors.append(f"cannot be read ({_first_line(exc)})")
+        return ins
+
+    ins.num_params = count_parameters(state)
+    ins.state_digest = state_digest(state)
+    _check_tensors(state, ins)
+    try:
+        if build:
+            model, ins.arch = build_model(state)
+            if ins.convention.transform_input and ins.arch.name == "torchvision-googlenet":
+                model.transform_input = True
+            ins.model = model
+        else:
+            from .models import identify
+
+            ins.arch = identify(state)
+    except ArchitectureError as exc:
+        ins.errors.append(str(exc))
+        return ins
+    _check_convention(ins)
+    return ins
+
+
+def check_together(inspections: list[Inspection], data_num_classes: int | None = None) -> None:
+    """Checks across members, added to their verdicts: identical members, class counts."""
+    by_sha: dict[str, str] = {}
+    by_state: dict[str, str] = {}
+    for ins in inspections:
+        if ins.sha256 and ins.sha256 in by_sha:
+            ins.warnings.append(f"byte-identical to {by_sha[ins.sha256]}: the ensemble is smaller than it looks")
+        elif ins.state_digest and ins.state_digest in by_state:
+            ins.warnings.append(f"same tensors as {by_state[ins.state_digest]}: the ensemble is smaller than it looks")
+        if ins.sha256:
+            by_sha.setdefault(ins.sha256, ins.name)
+        if ins.state_digest:
+            by_state.setdefault(ins.state_digest, ins.name)
+    known = [ins for ins in inspections if ins.num_classes is not None]
+    counts = Counter(ins.num_classes for ins in known)
     if len(counts) > 1:
-        detail = ", ".join(f"{m.name}: {m.num_classes}" for m in members)
-        raise CheckpointError(f"members disagree on the number of classes ({detail}); an ensemble needs one class list")
-    return members
+        # the most common class count (the first member's on a tie) is the ensemble's
+        usual = max(counts, key=lambda n: (counts[n], -next(i for i, x in enumerate(known) if x.num_classes == n)))
+        for ins in known:
+            if ins.num_classes != usual and data_num_classes is None:
+                ins.errors.append(
+                    f"has {ins.num_classes} classes but {counts[usual]} other member(s) have {usual}; "
+                    "an ensemble needs one class list"
+                )
+    if data_num_classes is not None:
+        for ins in inspections:
+            if ins.num_classes is not None and ins.num_classes != data_num_classes:
+                hint = " (set class_offset: 1 in a sidecar for a background class)" if ins.num_classes == 1001 else ""
+                ins.errors.append(
+                    f"has {ins.num_classes} classes but the data's labels are ImageNet-1k wnids "
+                    f"({data_num_classes} classes){hint}"
+                )
+
+
+def member_from(ins: Inspection) -> Member:
+    if ins.errors or ins.model is None or ins.arch is None:
+        raise CheckpointError(f"checkpoint {ins.path}: {ins.errors[0] if ins.errors else 'not usable'}")
+    return Member(ins.path, ins.sha256 or "", ins.arch, ins.model, ins.convention, ins.format)
+
+
+def load_member(path: str, trust: bool = False, prefer: str | None = None) -> Member:
+    """Read, recognise and check one checkpoint; CheckpointError (first reason) if unusable."""
+    return member_from(inspect_checkpoint(path, trust=trust, prefer=prefer))
+
+
+def load_members(
+    patterns: list[str], trust: bool = False, prefer: str | None = None, data_num_classes: int | None = None
+) -> list[Member]:
+    """Every checkpoint matched by `patterns`, checked alone and together; warnings logged."""
+    inspections = [inspect_checkpoint(p, trust=trust, prefer=prefer) for p in expand_model_paths(patterns)]
+    check_together(inspections, data_num_classes)
+    bad = next((i for i in inspections if i.errors), None)
+    if bad is not None:
+        more = sum(len(i.errors) for i in inspections) - 1
+        extra = f" ({more} more problem(s): run `ensemble-eval validate` on the checkpoints)" if more else ""
+        raise CheckpointError(f"checkpoint {bad.path}: {bad.errors[0]}{extra}")
+    for ins in inspections:
+        for w in ins.warnings:
+            log.warning("%s: %s", ins.name, w)
+        for n in ins.notes:
+            log.info("%s: %s", ins.name, n)
+    return [member_from(i) for i in inspections]

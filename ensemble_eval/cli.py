@@ -1,13 +1,17 @@
-"""Command line: argv -> RunConfig -> run -> files and a table. Exit codes:
+"""Command line: argv -> RunConfig -> run -> files and a table.
 
-0 success; 2 a user error (bad flag, path, checkpoint, image, config), reported in one
-line; 130 interrupted. Heavy imports (torch) happen after argument parsing, so --help and
-most mistakes answer at once.
+    ensemble-eval --models ... --data ...     evaluate (the main command)
+    ensemble-eval validate CKPT ...           inspect checkpoints, one verdict per file
+
+Exit codes: 0 success; 1 `validate` found unusable checkpoints; 2 a user error (bad flag,
+path, checkpoint, image, config), reported in one line; 130 interrupted. Heavy imports
+(torch) happen after argument parsing, so --help and most mistakes answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -20,6 +24,7 @@ from .errors import UserError
 log = logging.getLogger("ensemble_eval")
 
 EXIT_OK = 0
+EXIT_UNUSABLE = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -40,7 +45,22 @@ examples:
   # a custom crop scheme or saved settings (command-line flags override the file)
   ensemble-eval --config configs/ilsvrc2014.yaml --models a.pt b.pt --data val/
 
+  # check checkpoints first (format, architecture, classes, input convention, verdict)
+  ensemble-eval validate ckpts/*
+
 outputs (in --out): summary.json, predictions.npz, and with --table table.md, table.csv
+"""
+
+VALIDATE_EPILOG = """\
+examples:
+  ensemble-eval validate ckpts/*                       # one row and verdict per file
+  ensemble-eval validate ckpts/*.pt --json report.json # the same as JSON (--json alone: stdout)
+  ensemble-eval validate a.pt b.pt --data /data/imagenet/val --limit 200   # + quick 1-crop errors
+  ensemble-eval validate torchvision:googlenet         # torchvision's published weights
+
+exit status: 0 every file is usable (OK or WARN), 1 some file has an ERROR, 2 bad command line.
+sidecar: a.pt.yaml or a.yaml beside a.pt sets mean, std, color (RGB/BGR), input_scale (1/255),
+transform_input, class_offset, classes, weights (ema/raw); see README "Checkpoints".
 """
 
 
@@ -69,6 +89,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_checkpoint_options(g) -> None:
+    g.add_argument(
+        "--trust-checkpoints",
+        action="store_true",
+        default=None,
+        help="allow checkpoints that need full unpickling (whole pickled modules); this can run code from the file",
+    )
+    g.add_argument(
+        "--ema",
+        action="store_true",
+        default=None,
+        help="use the EMA weights of files that hold both EMA and raw weights (default: raw)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="ensemble-eval",
@@ -89,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", metavar="FILE.csv", help="labels for a flat folder: rows filename,wnid or filename,index"
     )
     g.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate only the first N images (sorted order)")
+
+    _add_checkpoint_options(g)
 
     g = p.add_argument_group("protocol")
     g.add_argument(
@@ -113,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_non_negative_int,
         metavar="N",
-        help="image decoding/cropping processes (default 2; 0 = in the main process)",
+        help="image decoding/cropping processes (default min(8, CPU cores); 0 = in the main process)",
     )
     g.add_argument(
         "--no-channels-last",
@@ -162,25 +199,19 @@ def _choose_out_dir(config) -> Path:
     return out
 
 
-def _check_labels_fit(samples, num_classes: int) -> None:
-    """The models' class count must cover every label of the dataset (checked before --limit)."""
-    if any(s.wnid is not None for s in samples) and num_classes != 1000:
-        hint = (
-            " (1001 outputs: a TensorFlow port with a background class at index 0; class offsets come "
-            "with checkpoint sidecars, not yet supported)"
-            if num_classes == 1001
-            else ""
-        )
-        raise UserError(
-            f"the models have {num_classes} classes but the labels are ImageNet-1k WordNet ids (1000 classes){hint}; "
-            "use 1000-class checkpoints, or a flat folder with --labels filename,index for other class lists"
-        )
+def _check_index_labels_fit(samples, num_classes: int) -> None:
+    """Index labels (flat folder + CSV) must be below the models' class count (checked before --limit)."""
     bad = next((s for s in samples if not 0 <= s.target < num_classes), None)
     if bad is not None:
         raise UserError(
             f"{bad.rel_path} has class index {bad.target} but the models have {num_classes} classes; "
             "use labels that fit the models"
         )
+
+
+def _data_num_classes(samples) -> int | None:
+    """1000 when labels are ImageNet-1k wnids (the models must then have 1000 classes)."""
+    return 1000 if any(s.wnid is not None for s in samples) else None
 
 
 def run_eval(config) -> int:
@@ -197,8 +228,13 @@ def run_eval(config) -> int:
     expand_model_paths(config.models)  # fail on a bad path before any slow work
     samples = list_samples(config.data, config.labels)
     device = _resolve_device(config.device)
-    members = load_members(config.models)
-    _check_labels_fit(samples, members[0].num_classes)
+    members = load_members(
+        config.models,
+        trust=config.trust_checkpoints,
+        prefer="ema" if config.ema else None,
+        data_num_classes=_data_num_classes(samples),
+    )
+    _check_index_labels_fit(samples, members[0].num_classes)
     if config.limit is not None:
         samples = samples[: config.limit]
 
@@ -239,18 +275,101 @@ def run_eval(config) -> int:
     return EXIT_OK
 
 
+def build_validate_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ensemble-eval validate",
+        allow_abbrev=False,
+        description="Inspect checkpoints before spending compute: format, architecture, parameters, classes, "
+        "aux heads, input convention and a verdict (OK / WARN / ERROR) for each file.",
+        epilog=VALIDATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoint files, globs or torchvision:googlenet")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write the report as JSON (to FILE or stdout)")
+    _add_checkpoint_options(p)
+    g = p.add_argument_group("quick accuracy check (1 crop per image, each checkpoint alone)")
+    g.add_argument("--data", metavar="DIR", help="image root (wnid folders, or flat with --labels)")
+    g.add_argument("--labels", metavar="FILE.csv", help="labels for a flat folder")
+    g.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="first N images (default 100)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g.add_argument("--workers", type=_non_negative_int, default=None, metavar="N")
+    g.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from .checkpoints import check_together, expand_model_paths, inspect_checkpoint
+    from .report import render_validation, validation_record
+
+    paths = expand_model_paths(args.checkpoints)
+    samples = None
+    data_classes = None
+    if args.data:
+        from .data import list_samples
+
+        samples = list_samples(args.data, args.labels)
+        data_classes = _data_num_classes(samples)
+    device = _resolve_device(args.device) if args.data else None
+    prefer = "ema" if args.ema else None
+    inspections = [inspect_checkpoint(p, trust=args.trust_checkpoints, prefer=prefer) for p in paths]
+    check_together(inspections, data_classes)
+    quick: dict[str, dict] = {}
+    if samples is not None:
+        from .checkpoints import member_from
+        from .config import DEFAULT_WORKERS, RunConfig
+        from .crops import CropScheme
+        from .ensemble import evaluate
+
+        subset = samples[: args.limit]
+        scheme = CropScheme()
+        for ins in inspections:
+            if ins.errors:
+                continue
+            member = member_from(ins)
+            if data_classes is None and not all(0 <= s.target < member.num_classes for s in samples):
+                ins.errors.append(f"the data has class indices beyond this model's {member.num_classes} classes")
+                continue
+            result = evaluate(
+                subset,
+                [member],
+                scheme,
+                ["1"],
+                "1",
+                device,
+                RunConfig().batch_size_for(device.type),
+                DEFAULT_WORKERS if args.workers is None else args.workers,
+                progress=False,
+            )
+            quick[ins.path] = result.tally.ensemble["1"].to_dict()
+    record = validation_record(inspections, quick)
+    if args.json:
+        text = json.dumps(record, indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text)
+    if args.json != "-":
+        print(render_validation(inspections, quick), end="")
+    return EXIT_OK if all(not i.errors for i in inspections) else EXIT_UNUSABLE
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not argv:
-        parser.print_help()
-        return EXIT_USER_ERROR
-
-    from .config import build_config
-
     try:
+        if argv and argv[0] == "validate":
+            args = build_validate_parser().parse_args(argv[1:])
+            if args.verbose:
+                logging.getLogger().setLevel(logging.DEBUG)
+            return run_validate(args)
+        parser = build_parser()
+        args = vars(parser.parse_args(argv))
+        if not argv:
+            parser.print_help()
+            return EXIT_USER_ERROR
+
+        from .config import build_config
+
         config = build_config(args.pop("config", None), args)
         if config.verbose:
             logging.getLogger().setLevel(logging.DEBUG)

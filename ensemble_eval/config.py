@@ -43,11 +43,13 @@ class RunConfig:
     channels_last: bool = True
     progress: bool = True
     verbose: bool = False
+    trust_checkpoints: bool = False  # allow full unpickling (whole modules): can run code
+    ema: bool = False  # EMA weights of files holding both
     protocol: CropScheme = field(default_factory=CropScheme)
 
     def validate(self) -> None:
         """Check every value's type and range; resolve the default crop set."""
-        for name in ("table", "overwrite", "channels_last", "progress", "verbose"):
+        for name in ("table", "overwrite", "channels_last", "progress", "verbose", "trust_checkpoints", "ema"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_option(name)} must be true or false, got {getattr(self, name)!r}")
         for name in ("data", "labels", "out", "crops"):

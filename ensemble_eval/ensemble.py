@@ -27,23 +27,49 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Runner:
-    """A member placed on the device with its normalization as broadcastable tensors."""
+    """A member placed on the device with its input convention as tensors.
+
+    Crops arrive as 0-1 RGB floats [N, 3, S, S]; `prepare` applies the member's channel
+    order, scale and mean/std; `outputs` drops leading background outputs and reorders
+    the rest into the canonical class order.
+    """
 
     model: nn.Module
-    mean: torch.Tensor  # float32 [1, 3, 1, 1]
-    std: torch.Tensor  # float32 [1, 3, 1, 1]
+    mean: torch.Tensor  # float32 [1, 3, 1, 1], in the member's input scale divided by that scale
+    std: torch.Tensor  # float32 [1, 3, 1, 1], likewise
+    bgr: bool
+    class_offset: int
+    order: torch.Tensor | None  # int64 [C]: canonical class i is output order[i]
+
+    def logits(self, x01: torch.Tensor) -> torch.Tensor:
+        x = x01[:, [2, 1, 0]] if self.bgr else x01
+        logits = self.model((x - self.mean) / self.std)
+        if self.class_offset:
+            logits = logits[:, self.class_offset :]
+        if self.order is not None:
+            logits = logits[:, self.order]
+        return logits
 
 
 def place_members(members: list[Member], device: torch.device, channels_last: bool) -> list[Runner]:
+    from .data import wnid_to_index
+
     runners = []
     for m in members:
         model = m.model.to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.eval()
-        mean = torch.tensor(m.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(m.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        runners.append(Runner(model, mean, std))
+        conv = m.convention
+        # (x * scale - mean) / std == (x - mean / scale) / (std / scale)
+        mean = torch.tensor(conv.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) / conv.input_scale
+        std = torch.tensor(conv.std, dtype=torch.float32, device=device).view(1, 3, 1, 1) / conv.input_scale
+        order = None
+        if conv.classes is not None:
+            index = wnid_to_index()
+            position = {index[w]: j for j, w in enumerate(conv.classes)}
+            order = torch.tensor([position[i] for i in range(len(conv.classes))], dtype=torch.int64, device=device)
+        runners.append(Runner(model, mean, std, conv.color == "BGR", conv.class_offset, order))
     return runners
 
 
@@ -70,8 +96,7 @@ def member_set_sums(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for i, r in enumerate(runners):
-            logits = r.model((x - r.mean) / r.std)
-            probs[i].append(torch.softmax(logits.float(), dim=1))
+            probs[i].append(torch.softmax(r.logits(x).float(), dim=1))
     out = []
     all_positions = list(range(k))
     for member_probs in probs:

@@ -179,8 +179,8 @@ def summary_record(config, members, result, device, batch_size: int, cells: list
                 "arch": m.arch.name,
                 "num_classes": m.num_classes,
                 "aux_heads": m.arch.aux_heads,
-                "mean": list(m.mean),
-                "std": list(m.std),
+                "format": m.fmt,
+                "input": m.convention.to_dict(),
                 "errors": {s: result.tally.members[i][s].to_dict() for s in result.set_names},
             }
             for i, m in enumerate(members)
@@ -250,3 +250,48 @@ def write_run(out: Path, config, members, result, device, batch_size: int) -> st
         f"wrote {', '.join(written)} to {out}\n"
     )
     return text
+
+
+def _short_params(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f}M"
+
+
+def render_validation(inspections, quick: dict[str, dict]) -> str:
+    """One row per checkpoint, then each file's errors, warnings and notes."""
+    header = ["File", "SHA256", "Format", "Arch", "Params", "Classes", "Aux", "Input", "Verdict"]
+    if quick:
+        header[-1:-1] = ["Top-1 err", "Top-5 err"]
+    rows = []
+    for ins in inspections:
+        row = [
+            ins.name,
+            (ins.sha256 or "-")[:12],
+            ins.format + (f" ({ins.weights})" if ins.weights else ""),
+            ins.arch.name if ins.arch else "-",
+            _short_params(ins.num_params),
+            "-" if ins.num_classes is None else str(ins.num_classes),
+            "-" if ins.arch is None else ("yes" if ins.arch.aux_heads else "no"),
+            ins.convention.describe() if ins.arch else "-",
+            ins.verdict,
+        ]
+        if quick:
+            q = quick.get(ins.path)
+            row[-1:-1] = [_pct(q["top1_err"]), _pct(q["top5_err"])] if q else ["-", "-"]
+        rows.append(row)
+    lines = [format_text_table(header, rows), ""]
+    for ins in inspections:
+        for label, items in (("ERROR", ins.errors), ("WARN", ins.warnings), ("note", ins.notes)):
+            lines += [f"{ins.name}: {label}: {item}" for item in items]
+    if quick:
+        n = next(iter(quick.values()))["num_images"]
+        lines.append(f"errors: 1 crop (Resize 256 + CenterCrop 224) on the first {n} images, each checkpoint alone")
+    usable = sum(not i.errors for i in inspections)
+    lines.append(f"{usable} of {len(inspections)} checkpoint(s) usable")
+    return "\n".join(lines) + "\n"
+
+
+def validation_record(inspections, quick: dict[str, dict]) -> dict:
+    return {
+        "checkpoints": [i.to_dict() | ({"quick": quick[i.path]} if i.path in quick else {}) for i in inspections],
+        "usable": all(not i.errors for i in inspections),
+    }

@@ -279,7 +279,7 @@ def test_user_errors_in_process(demo_ckpts, tmp_path, capsys):
         tmp_path / "ten.pt",
     )
     assert main(["--models", str(small), "--data", str(DATA), "--out", str(tmp_path / "o3")]) == 2
-    assert "models have 10 classes" in _error_line(capsys.readouterr().err)
+    assert "has 10 classes but the data's labels" in _error_line(capsys.readouterr().err)
     # results already in --out are never overwritten silently
     (tmp_path / "o4").mkdir()
     (tmp_path / "o4" / "summary.json").write_text("{}")
@@ -321,7 +321,7 @@ def test_class_count_must_fit_the_labels_before_any_image(tmp_path, capsys):
     ten = _googlenet_file(tmp_path / "ten.pt", 10)
     # --limit does not hide the mismatch: the whole label set is checked
     assert main(["--models", str(ten), "--data", str(DATA), "--limit", "1", "--out", str(tmp_path / "o")]) == 2
-    assert "models have 10 classes but the labels are ImageNet-1k" in _error_line(capsys.readouterr().err)
+    assert "has 10 classes but the data's labels are ImageNet-1k" in _error_line(capsys.readouterr().err)
     assert not (tmp_path / "o").exists()
 
 

@@ -10,7 +10,7 @@ import torch
 from conftest import DEVICES, SMALL
 from reference_protocol import reference_probs
 
-from ensemble_eval.checkpoints import Member
+from ensemble_eval.checkpoints import Convention, Member
 from ensemble_eval.crops import extract_crops
 from ensemble_eval.ensemble import evaluate, member_set_sums, place_members
 from ensemble_eval.models import ArchSpec
@@ -21,7 +21,13 @@ CONVENTIONS = [((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.5, 0.5, 0.5),
 
 def _members(demo_models):
     return [
-        Member(f"m{i}.pt", "0" * 64, ArchSpec("torchvision-googlenet", 1000, False), copy.deepcopy(model), mean, std)
+        Member(
+            f"m{i}.pt",
+            "0" * 64,
+            ArchSpec("torchvision-googlenet", 1000, False),
+            copy.deepcopy(model),
+            Convention(mean=mean, std=std),
+        )
         for i, (model, (mean, std)) in enumerate(zip(demo_models, CONVENTIONS))
     ]
 
