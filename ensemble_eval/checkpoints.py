@@ -531,66 +531,62 @@ def _check_convention(ins: Inspection) -> None:
         )
 
 
-def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None, build: bool = True) -> Inspection:
-    """Read, recognise and check one checkpoint. Never raises for problems of the file itself:
-    they become ERRORs in the returned Inspection. `build=False` skips building the model."""
+def _read_file(path: str, trust: bool, ins: Inspection) -> tuple[object, object]:
+    """(loaded object, embedded convention entry or None) of a checkpoint file; fills size/sha/format."""
+    ins.size = os.path.getsize(path)
+    if ins.size == 0:
+        raise _Refusal("is empty (0 bytes); re-copy or re-download it")
+    ins.sha256 = sha256_file(path)
+    kind = sniff_format(path)
+    if kind == "unknown":
+        raise _Refusal("is not a checkpoint (no torch.save, TorchScript or safetensors header)")
+    ins.format = {"torch": "torch.save"}.get(kind, kind)
+    if kind == "safetensors":
+        tensors, meta = _read_safetensors(path)
+        if META_KEY not in meta:
+            return tensors, None
+        try:
+            return tensors, json.loads(meta[META_KEY])
+        except json.JSONDecodeError as exc:
+            raise _Refusal(f"safetensors metadata '{META_KEY}' is not JSON ({exc.msg})") from exc
+    if kind == "torchscript":
+        return _read_torchscript(path), None
+    obj, trusted = _torch_load(path, trust)
+    if trusted:
+        ins.format = "pickled module (trusted)" if isinstance(obj, nn.Module) else "pickle (trusted)"
+    else:
+        ins.format = "state dict"
+    return obj, (obj.get(META_KEY) if isinstance(obj, dict) else None)
+
+
+def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None) -> Inspection:
+    """Read, recognise, build and check one checkpoint (eval-mode model on the CPU).
+
+    Never raises for problems of the file itself: they become ERRORs of the Inspection.
+    `prefer="ema"` picks the EMA weights of a file holding both (else its sidecar decides).
+    """
     ins = Inspection(path=path)
     try:
-        sidecar = sidecar_path(path) if not path.startswith("torchvision:") else None
-        embedded: object = None
         if path.startswith("torchvision:"):
             file = _torchvision_weights(path)
             ins.format = "torchvision weights"
-            ins.convention = Convention(transform_input=True, source="torchvision")
+            ins.notes.append(f"cached at {file}")
+            ins.size, ins.sha256 = os.path.getsize(file), sha256_file(file)
             obj, _ = _torch_load(file, trust=False)
-            ins.size = os.path.getsize(file)
-            ins.sha256 = sha256_file(file)
-            state, ins.weights, notes = unwrap_state_dict(obj)
-            ins.notes += [f"cached at {file}", *notes]
+            ins.convention = Convention(transform_input=True, source="torchvision")
         else:
-            ins.size = os.path.getsize(path)
-            if ins.size == 0:
-                raise _Refusal("is empty (0 bytes); re-copy or re-download it")
-            ins.sha256 = sha256_file(path)
-            kind = sniff_format(path)
-            ins.format = {"torch": "torch.save", "unknown": "?"}.get(kind, kind)
-            if kind == "unknown":
-                raise _Refusal("is not a checkpoint (no torch.save, TorchScript or safetensors header)")
-            if kind == "safetensors":
-                ins.format = "safetensors"
-                tensors, meta = _read_safetensors(path)
-                embedded = json.loads(meta[META_KEY]) if META_KEY in meta else None
-                state, ins.weights, notes = unwrap_state_dict(tensors)
-            elif kind == "torchscript":
-                ins.format = "torchscript"
-                state, ins.weights, notes = unwrap_state_dict(_read_torchscript(path))
-            else:
-                obj, trusted = _torch_load(path, trust)
-                if isinstance(obj, dict) and META_KEY in obj:
-                    embedded = obj[META_KEY]
-                conv_pref = None
-                if sidecar is not None:
-                    conv_pref = read_sidecar(sidecar).weights
-                elif embedded is not None:
-                    conv_pref = parse_convention(embedded, "embedded metadata").weights
-                state, ins.weights, notes = unwrap_state_dict(obj, prefer or conv_pref)
-                ins.format = (
-                    "pickled module (trusted)"
-                    if trusted and isinstance(obj, nn.Module)
-                    else ("pickle (trusted)" if trusted else "state dict")
-                )
-            ins.notes += notes
-        if sidecar is not None:
-            ins.convention = read_sidecar(sidecar)
-        elif embedded is not None:
-            ins.convention = parse_convention(embedded, "embedded metadata")
-    except _Refusal as exc:
+            obj, embedded = _read_file(path, trust, ins)
+            sidecar = sidecar_path(path)
+            if sidecar is not None:
+                ins.convention = read_sidecar(sidecar)
+            elif embedded is not None:
+                ins.convention = parse_convention(embedded, "embedded metadata")
+        state, ins.weights, notes = unwrap_state_dict(obj, prefer or ins.convention.weights)
+        ins.notes += notes
+    except (_Refusal, CheckpointError) as exc:  # CheckpointError: a bad sidecar or embedded entry
         ins.errors.append(str(exc))
         return ins
-    except CheckpointError as exc:  # a bad sidecar or embedded entry
-        ins.errors.append(str(exc))
-        return ins
-    except (json.JSONDecodeError, OSError) as exc:
+    except OSError as exc:
         ins.errors.append(f"cannot be read ({_first_line(exc)})")
         return ins
 
@@ -598,18 +594,12 @@ def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None
     ins.state_digest = state_digest(state)
     _check_tensors(state, ins)
     try:
-        if build:
-            model, ins.arch = build_model(state)
-            if ins.convention.transform_input and ins.arch.name == "torchvision-googlenet":
-                model.transform_input = True
-            ins.model = model
-        else:
-            from .models import identify
-
-            ins.arch = identify(state)
+        ins.model, ins.arch = build_model(state)
     except ArchitectureError as exc:
         ins.errors.append(str(exc))
         return ins
+    if ins.convention.transform_input and ins.arch.name == "torchvision-googlenet":
+        ins.model.transform_input = True
     _check_convention(ins)
     return ins
 
