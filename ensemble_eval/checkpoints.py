@@ -21,9 +21,9 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import re
-import struct
 import warnings
 import zipfile
 from collections import Counter
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, short_repr
 from .models import ArchitectureError, ArchSpec, build_model, count_parameters
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ CONVENTION_FIELDS = {"mean", "std", "color", "input_scale", "transform_input", "
 def parse_convention(data: object, source: str) -> Convention:
     """Validate a sidecar / embedded mapping into a Convention (CheckpointError on bad values)."""
     if not isinstance(data, dict):
-        raise CheckpointError(f"{source}: expected a mapping of {sorted(CONVENTION_FIELDS)}, got {data!r}")
+        raise CheckpointError(f"{source}: expected a mapping of {sorted(CONVENTION_FIELDS)}, got {short_repr(data)}")
     unknown = set(data) - CONVENTION_FIELDS
     if unknown:
         raise CheckpointError(f"{source}: unknown field(s) {sorted(unknown)}; known: {sorted(CONVENTION_FIELDS)}")
@@ -119,27 +119,37 @@ def parse_convention(data: object, source: str) -> Convention:
                 or len(v) != 3
                 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
             ):
-                raise CheckpointError(f"{source}: {name} must be three numbers like [0.485, 0.456, 0.406], got {v!r}")
+                raise CheckpointError(
+                    f"{source}: {name} must be three numbers like [0.485, 0.456, 0.406], got {short_repr(v)}"
+                )
+            if not all(math.isfinite(x) for x in v):
+                raise CheckpointError(f"{source}: {name} must be finite numbers, got {short_repr(v)}")
             if name == "std" and any(x <= 0 for x in v):
-                raise CheckpointError(f"{source}: std must be positive, got {v!r}")
+                raise CheckpointError(f"{source}: std must be positive, got {short_repr(v)}")
             kw[name] = tuple(float(x) for x in v)
     if "color" in data:
         if data["color"] not in ("RGB", "BGR"):
-            raise CheckpointError(f"{source}: color must be RGB or BGR, got {data['color']!r}")
+            raise CheckpointError(f"{source}: color must be RGB or BGR, got {short_repr(data['color'])}")
         kw["color"] = data["color"]
     if "input_scale" in data:
         v = data["input_scale"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise CheckpointError(f"{source}: input_scale must be 1 (0-1 input) or 255 (0-255 input), got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise CheckpointError(
+                f"{source}: input_scale must be 1 (0-1 input) or 255 (0-255 input), got {short_repr(v)}"
+            )
         kw["input_scale"] = float(v)
     if "transform_input" in data:
         if not isinstance(data["transform_input"], bool):
-            raise CheckpointError(f"{source}: transform_input must be true or false, got {data['transform_input']!r}")
+            raise CheckpointError(
+                f"{source}: transform_input must be true or false, got {short_repr(data['transform_input'])}"
+            )
         kw["transform_input"] = data["transform_input"]
     if "class_offset" in data:
         v = data["class_offset"]
         if type(v) is not int or v < 0:
-            raise CheckpointError(f"{source}: class_offset must be an integer >= 0 (1: background first), got {v!r}")
+            raise CheckpointError(
+                f"{source}: class_offset must be an integer >= 0 (1: background first), got {short_repr(v)}"
+            )
         kw["class_offset"] = v
     if "classes" in data and data["classes"] is not None:
         v = data["classes"]
@@ -148,7 +158,7 @@ def parse_convention(data: object, source: str) -> Convention:
         kw["classes"] = tuple(v)
     if "weights" in data and data["weights"] is not None:
         if data["weights"] not in ("ema", "raw"):
-            raise CheckpointError(f"{source}: weights must be ema or raw, got {data['weights']!r}")
+            raise CheckpointError(f"{source}: weights must be ema or raw, got {short_repr(data['weights'])}")
         kw["weights"] = data["weights"]
     return Convention(**kw)
 
@@ -167,8 +177,8 @@ def read_sidecar(path: Path) -> Convention:
 
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"sidecar {path} is not valid YAML; fix its syntax") from exc
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"sidecar {path} is not valid YAML (or nested too deeply); fix its syntax") from exc
     return parse_convention(data, f"sidecar {path.name}")
 
 
@@ -204,8 +214,10 @@ class Inspection:
 
     @property
     def num_classes(self) -> int | None:
-        """Classes after dropping `class_offset` leading outputs."""
-        return self.arch.num_classes - self.convention.class_offset if self.arch else None
+        """Classes after dropping `class_offset` leading outputs (None if unknown or none left)."""
+        if self.arch is None or self.convention.class_offset >= self.arch.num_classes:
+            return None
+        return self.arch.num_classes - self.convention.class_offset
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -259,25 +271,38 @@ class Member:
 # Paths
 
 
-def expand_model_paths(patterns: list[str]) -> list[str]:
-    """Paths, shell globs and model specs -> checkpoint names, in the order given (globs sorted)."""
+def expand_model_paths(patterns: list[str], lenient: bool = False) -> list[str]:
+    """Paths, shell globs and model specs -> checkpoint names, in the order given (globs sorted).
+
+    `lenient` (validate) keeps explicit paths that are missing or not regular files, so each
+    gets its own ERROR row instead of stopping the whole report.
+    """
     paths: list[str] = []
     for pattern in patterns:
         if not isinstance(pattern, str):
-            raise CheckpointError(f"--models entries must be paths, got {pattern!r}")
+            raise CheckpointError(f"--models entries must be paths, got {short_repr(pattern)}")
         if pattern.startswith("torchvision:"):
             if pattern not in TORCHVISION_SPECS:
-                raise CheckpointError(f"unknown model spec {pattern!r}; supported: {', '.join(TORCHVISION_SPECS)}")
+                raise CheckpointError(
+                    f"unknown model spec {short_repr(pattern)}; supported: {', '.join(TORCHVISION_SPECS)}"
+                )
             paths.append(pattern)
         elif glob.has_magic(pattern):
             matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p) and not p.endswith((".yaml", ".yml")))
             if not matched:
-                raise CheckpointError(f"--models pattern {pattern!r} matched no files; check the path or the glob")
+                raise CheckpointError(
+                    f"--models pattern {short_repr(pattern)} matched no files; check the path or the glob"
+                )
             paths.extend(matched)
+        elif lenient and not os.path.isfile(pattern):
+            paths.append(pattern)
         elif os.path.isdir(pattern):
-            raise CheckpointError(f"--models {pattern!r} is a directory; pass files, e.g. {pattern.rstrip('/')}/*.pt")
+            raise CheckpointError(
+                f"--models {short_repr(pattern)} is a directory; pass files, e.g. {pattern.rstrip('/')}/*.pt"
+            )
         elif not os.path.isfile(pattern):
-            raise CheckpointError(f"checkpoint {pattern!r} does not exist; check the path given to --models")
+            what = "is not a regular file" if os.path.exists(pattern) else "does not exist"
+            raise CheckpointError(f"checkpoint {short_repr(pattern)} {what}; check the path")
         else:
             paths.append(pattern)
     if not paths:
@@ -340,9 +365,7 @@ def sniff_format(path: str) -> str:
     if head[:1] == b"\x80":
         return "torch"  # legacy (pre-1.6) torch.save pickle
     if len(head) == 9 and head[8:9] == b"{":
-        (header_len,) = struct.unpack("<Q", head[:8])
-        if 0 < header_len < os.path.getsize(path):
-            return "safetensors"
+        return "safetensors"  # 8-byte header length, then the JSON header (maybe truncated)
     return "unknown"
 
 
@@ -354,11 +377,11 @@ def _torch_load(path: str, trust: bool) -> tuple[object, bool]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True), False
     except Exception as exc:  # an untrusted file can make the unpickler fail in any way
-        text = str(exc)
-        if "Weights only load failed" not in text:
-            raise _Refusal(f"cannot be read ({_first_line(exc)}); the file is truncated or corrupt") from exc
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        what = f"objects of type {found.group(1)}" if found else "non-tensor objects"
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found is None:  # not an unsafe object: a damaged or foreign file
+            detail = _first_line(exc).split("WeightsUnpickler error: ")[-1]
+            raise _Refusal(f"cannot be read ({detail}); the file is truncated or corrupt") from exc
+        what = f"objects of type {found.group(1)}"
         if not trust:
             raise _Refusal(
                 f"holds {what}, which cannot be loaded without unpickling code (unsafe for untrusted files); "
@@ -372,7 +395,11 @@ def _torch_load(path: str, trust: bool) -> tuple[object, bool]:
 
 
 def _is_tensor_dict(obj: object) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -494,6 +521,32 @@ def _torchvision_weights(spec: str) -> str:
     return str(target)
 
 
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+MAX_TENSOR_ELEMENTS = 1 << 28  # 268M: far beyond any layer of a supported architecture
+
+
+def _check_tensor_kinds(state: dict[str, torch.Tensor]) -> None:
+    """Refuse tensors that are not plain dense float weights, before anything touches their data."""
+    for key, t in state.items():
+        if t.layout != torch.strided or t.is_quantized or t.device.type != "cpu":
+            kind = (
+                "quantized"
+                if t.is_quantized
+                else (f"on device {t.device.type}" if t.device.type != "cpu" else "sparse")
+            )
+            raise _Refusal(f"tensor {key!r} is {kind}; only dense float weights are supported")
+        if t.numel() > MAX_TENSOR_ELEMENTS:
+            raise _Refusal(f"tensor {key!r} declares {t.numel():,} elements, far more than any supported layer")
+        if t.numel() and t.numel() * t.element_size() > t.untyped_storage().nbytes():
+            raise _Refusal(f"tensor {key!r} is a broadcast view without its data (stride 0); re-save real weights")
+        if key.endswith("num_batches_tracked"):
+            continue
+        if t.dtype not in FLOAT_DTYPES:
+            raise _Refusal(
+                f"tensor {key!r} has dtype {str(t.dtype).replace('torch.', '')}; weights must be floating point"
+            )
+
+
 def _check_tensors(state: dict[str, torch.Tensor], ins: Inspection) -> None:
     for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
@@ -533,6 +586,10 @@ def _check_convention(ins: Inspection) -> None:
 
 def _read_file(path: str, trust: bool, ins: Inspection) -> tuple[object, object]:
     """(loaded object, embedded convention entry or None) of a checkpoint file; fills size/sha/format."""
+    if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise _Refusal("is a directory; pass the checkpoint files in it")
+        raise _Refusal("is not a regular file" if os.path.exists(path) else "does not exist (or is a broken link)")
     ins.size = os.path.getsize(path)
     if ins.size == 0:
         raise _Refusal("is empty (0 bytes); re-copy or re-download it")
@@ -547,8 +604,9 @@ def _read_file(path: str, trust: bool, ins: Inspection) -> tuple[object, object]
             return tensors, None
         try:
             return tensors, json.loads(meta[META_KEY])
-        except json.JSONDecodeError as exc:
-            raise _Refusal(f"safetensors metadata '{META_KEY}' is not JSON ({exc.msg})") from exc
+        except (json.JSONDecodeError, RecursionError) as exc:
+            what = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise _Refusal(f"safetensors metadata '{META_KEY}' is not usable JSON ({what})") from exc
     if kind == "torchscript":
         return _read_torchscript(path), None
     obj, trusted = _torch_load(path, trust)
@@ -583,6 +641,7 @@ def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None
                 ins.convention = parse_convention(embedded, "embedded metadata")
         state, ins.weights, notes = unwrap_state_dict(obj, prefer or ins.convention.weights)
         ins.notes += notes
+        _check_tensor_kinds(state)
     except (_Refusal, CheckpointError) as exc:  # CheckpointError: a bad sidecar or embedded entry
         ins.errors.append(str(exc))
         return ins

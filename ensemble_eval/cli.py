@@ -301,7 +301,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from .checkpoints import check_together, expand_model_paths, inspect_checkpoint
     from .report import render_validation, validation_record
 
-    paths = expand_model_paths(args.checkpoints)
+    paths = expand_model_paths(args.checkpoints, lenient=True)
     samples = None
     data_classes = None
     if args.data:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .crops import CropScheme, SchemeError
-from .errors import UserError
+from .errors import UserError, short_repr
 
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 288}  # crops per forward pass
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
@@ -51,21 +51,21 @@ class RunConfig:
         """Check every value's type and range; resolve the default crop set."""
         for name in ("table", "overwrite", "channels_last", "progress", "verbose", "trust_checkpoints", "ema"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{_option(name)} must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(f"{_option(name)} must be true or false, got {short_repr(getattr(self, name))}")
         for name in ("data", "labels", "out", "crops"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{_option(name)} must be a string (a path or name), got {value!r}")
+                raise ConfigError(f"{_option(name)} must be a string (a path or name), got {short_repr(value)}")
         if not isinstance(self.models, list) or not all(isinstance(m, str) for m in self.models):
-            raise ConfigError(f"{_option('models')} must be a list of paths or globs, got {self.models!r}")
+            raise ConfigError(f"{_option('models')} must be a list of paths or globs, got {short_repr(self.models)}")
         for name in ("batch_size", "limit"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):
-                raise ConfigError(f"{_option(name)} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{_option(name)} must be a positive integer, got {short_repr(value)}")
         if type(self.workers) is not int or self.workers < 0:
-            raise ConfigError(f"{_option('workers')} must be an integer >= 0, got {self.workers!r}")
+            raise ConfigError(f"{_option('workers')} must be an integer >= 0, got {short_repr(self.workers)}")
         if self.device not in DEVICES:
-            raise ConfigError(f"{_option('device')} must be one of {list(DEVICES)}, got {self.device!r}")
+            raise ConfigError(f"{_option('device')} must be one of {list(DEVICES)}, got {short_repr(self.device)}")
         sets = self.protocol.crop_sets
         if self.crops is None:
             self.crops = "144" if "144" in sets else max(sets, key=lambda n: len(self.protocol.set_indices(n)))

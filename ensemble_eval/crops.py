@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from .errors import UserError, short_repr
 
 if TYPE_CHECKING:  # torch is imported where crops are made, so config checks stay instant
     import torch
@@ -156,7 +156,9 @@ class CropScheme:
     def from_dict(cls, data: dict) -> CropScheme:
         """A scheme from its YAML form (see configs/ilsvrc2014.yaml), with every value checked."""
         if not isinstance(data, dict):
-            raise SchemeError(f"protocol must be a mapping (scales, crop_size, squares, crops, ...), got {data!r}")
+            raise SchemeError(
+                f"protocol must be a mapping (scales, crop_size, squares, crops, ...), got {short_repr(data)}"
+            )
         known = {"scales", "crop_size", "squares", "crops", "flips", "crop_sets"}
         unknown = set(data) - known
         if unknown:
@@ -167,17 +169,19 @@ class CropScheme:
                 kwargs[axis] = _as_tuple(data[axis], axis, int if axis == "scales" else str)
         if "crop_size" in data:
             if type(data["crop_size"]) is not int:
-                raise SchemeError(f"crop_size must be an integer, got {data['crop_size']!r}")
+                raise SchemeError(f"crop_size must be an integer, got {short_repr(data['crop_size'])}")
             kwargs["crop_size"] = data["crop_size"]
         if "crop_sets" in data:
             sets = data["crop_sets"]
             if not isinstance(sets, dict):
-                raise SchemeError(f"crop_sets must be a mapping of name -> selection, got {sets!r}")
+                raise SchemeError(f"crop_sets must be a mapping of name -> selection, got {short_repr(sets)}")
             parsed = {}
             for name, selection in sets.items():
                 selection = selection or {}
                 if not isinstance(selection, dict):
-                    raise SchemeError(f"crop set {name!r} must be a mapping like {{scales: [256]}}, got {selection!r}")
+                    raise SchemeError(
+                        f"crop set {name!r} must be a mapping like {{scales: [256]}}, got {short_repr(selection)}"
+                    )
                 parsed[str(name)] = {
                     str(a): _as_tuple(v, f"crop set {name!r} {a}", int if a == "scales" else str)
                     for a, v in selection.items()
@@ -189,7 +193,7 @@ class CropScheme:
 def _as_tuple(value: object, what: str, kind: type) -> tuple:
     if not isinstance(value, (list, tuple)) or not all(type(v) is kind for v in value):
         example = "[256, 288]" if kind is int else "[first, center]"
-        raise SchemeError(f"{what} must be a list of {kind.__name__} values like {example}, got {value!r}")
+        raise SchemeError(f"{what} must be a list of {kind.__name__} values like {example}, got {short_repr(value)}")
     return tuple(value)
 
 

@@ -8,3 +8,13 @@ the CLI can catch these without loading torch.
 
 class UserError(ValueError):
     """A problem the user can fix; its message names the problem and the fix."""
+
+
+def short_repr(value: object) -> str:
+    """repr() for messages, bounded: a hostile YAML or pickle can make a full repr gigabytes long."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxstring, r.maxother = 2, 6, 6, 6, 60, 60
+    text = r.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."

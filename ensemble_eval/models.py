@@ -184,7 +184,11 @@ def build_model(state: dict[str, torch.Tensor]) -> tuple[nn.Module, ArchSpec]:
     problem = first_mismatch(model, state)
     if problem:
         raise ArchitectureError(f"weights do not fit {spec.name}: {problem}")
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # e.g. a tensor kind load_state_dict cannot copy
+        first = str(exc).strip().splitlines()[-1].strip()[:160]
+        raise ArchitectureError(f"weights do not load into {spec.name}: {first}") from exc
     if spec.aux_heads:
         if hasattr(model, "aux_logits"):
             model.aux_logits = False

@@ -402,3 +402,100 @@ def test_evaluation_refuses_unusable_members_before_reading_images(tmp_path, dem
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["models"][1]["format"].startswith("pickled module")
     assert np.load(tmp_path / "o" / "predictions.npz")["probs"].shape == (1, 1000)
+
+
+def _hostile_cases(tv_state):
+    """(name, writer) pairs: each writes a file that must get an ERROR, never an exception."""
+    from safetensors.torch import save_file
+
+    def with_key(key, value):
+        def write(path):
+            state = dict(tv_state)
+            state[key] = value
+            torch.save(state, path)
+
+        return write
+
+    nested = ["x"] * 10
+    for _ in range(7):
+        nested = [nested] * 10  # 10**8 leaves when printed in full; tiny when pickled
+    return [
+        ("int-keys", lambda p: torch.save({i: v for i, v in enumerate(tv_state.values())}, p), "no state dict"),
+        ("int-key-beside", lambda p: torch.save({"state_dict": {**tv_state, 7: torch.zeros(1)}}, p), "no state dict"),
+        ("sparse", with_key("fc.weight", tv_state["fc.weight"].to_sparse()), "sparse"),
+        ("float8", with_key("fc.weight", tv_state["fc.weight"].to(torch.float8_e4m3fn)), "floating point"),
+        ("int8", with_key("fc.weight", tv_state["fc.weight"].to(torch.int8)), "floating point"),
+        ("complex", with_key("fc.weight", tv_state["fc.weight"].to(torch.complex64)), "floating point"),
+        ("meta", with_key("fc.weight", torch.empty(10, 1024, device="meta")), "on device meta"),
+        (
+            "quantized",
+            with_key("fc.weight", torch.quantize_per_tensor(tv_state["fc.weight"], 0.1, 0, torch.qint8)),
+            "quantized",
+        ),
+        ("expanded-huge", lambda p: torch.save({"fc.weight": torch.zeros(1).expand(10**6, 10**6)}, p), "elements"),
+        ("expanded", lambda p: torch.save({"fc.weight": torch.zeros(1).expand(1 << 14, 1 << 14)}, p), "broadcast"),
+        (
+            "alias-bomb-embedded",
+            lambda p: torch.save({"state_dict": tv_state, "ensemble_eval": nested}, p),
+            "expected a mapping",
+        ),
+        (
+            "deep-safetensors-meta",
+            lambda p: save_file(
+                {k: v.contiguous() for k, v in tv_state.items()},
+                str(p),
+                metadata={"ensemble_eval": "[" * 100000 + "]" * 100000},
+            ),
+            "nested too deeply",
+        ),
+        (
+            "truncated-safetensors-header",
+            lambda p: p.write_bytes(b'\xff\xff\xff\x00\x00\x00\x00\x00{"a":'),
+            "cannot be read as safetensors",
+        ),
+    ]
+
+
+def test_hostile_files_get_errors_not_tracebacks(tmp_path):
+    tv_state = GoogLeNet(num_classes=10, aux_logits=False, init_weights=False).state_dict()
+    for name, write, needle in _hostile_cases(tv_state):
+        path = tmp_path / f"{name}.pt"
+        write(path)
+        ins = inspect_checkpoint(str(path))
+        assert ins.verdict == "ERROR", name
+        assert needle in ins.errors[0] and len(ins.errors[0]) < 400, (name, ins.errors[0][:400])
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("mean: [.nan, 0, 0]\n", "finite"),
+        ("std: [.inf, 1, 1]\n", "finite"),
+        ("input_scale: .inf\n", "input_scale"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+            "mean: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n",
+            "unknown field",
+        ),
+    ],
+)
+def test_hostile_sidecars(tmp_path, text, needle):
+    path = save_checkpoint(GoogLeNet(num_classes=10, aux_logits=False, init_weights=False), tmp_path / "m.pt")
+    (tmp_path / "m.pt.yaml").write_text(text)
+    ins = inspect_checkpoint(str(path))
+    assert ins.verdict == "ERROR" and needle in ins.errors[0] and len(ins.errors[0]) < 400
+
+
+def test_validate_reports_bad_paths_as_rows(tmp_path, capsys):
+    good = save_checkpoint(GoogLeNet(num_classes=10, aux_logits=False, init_weights=False), tmp_path / "good.pt")
+    (tmp_path / "dir.pt").mkdir()
+    (tmp_path / "dangling.pt").symlink_to(tmp_path / "nowhere")
+    code = main(
+        ["validate", str(good), str(tmp_path / "dir.pt"), str(tmp_path / "dangling.pt"), str(tmp_path / "x.pt")]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "dir.pt: ERROR: is a directory" in out and "dangling.pt: ERROR: does not exist" in out
+    assert "x.pt: ERROR: does not exist" in out and "1 of 4 checkpoint(s) usable" in out
