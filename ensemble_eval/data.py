@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .crops import CropScheme, extract_crops
+from .crops import CropScheme, extract_crops, resized_size
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -152,19 +153,53 @@ def list_samples(root: str | os.PathLike, labels: str | os.PathLike | None = Non
     return sorted(samples, key=lambda s: s.rel_path)
 
 
+# The largest image (in pixels) a scale resize may produce; beyond it the aspect ratio is so
+# extreme (e.g. 1 x 50,000) that one resize would need gigabytes. Such files are skipped.
+MAX_RESIZED_PIXELS = 64 * 1024 * 1024
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """uint8 [H, W, 3] from any PIL mode; 16/32-bit images are scaled to 8 bits, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        wide = np.asarray(img).astype(np.float64)
+        full = 65535.0 if wide.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
+        gray = np.clip(np.round(wide * (255.0 / full)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        gray = np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
 def decode_image(path: str | os.PathLike) -> torch.Tensor:
-    """Decode a file to uint8 RGB [3, H, W] (grayscale, palette and CMYK become RGB).
+    """Decode a file to uint8 RGB [3, H, W] (grayscale, palette, CMYK, 16-bit become RGB).
 
     Uses PIL, the decoder of torchvision's ImageFolder and timm, so pixels match the
-    reference evaluation scripts.
+    reference evaluation scripts. The file's content decides the format, not its name.
+    Anything undecodable (truncated, empty, not an image, above PIL's decompression-bomb
+    limit) raises DataError with the reason.
     """
     try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot decode image {path}: {exc}; remove or replace the file") from exc
-    array = np.asarray(rgb, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # palette-transparency notices
+            with Image.open(path) as img:
+                img.load()
+                array = _to_rgb(img)
+    except Exception as exc:  # a hostile or broken file can make a decoder fail in any way
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot decode image {path}: {reason}") from exc
+    if array.ndim != 3 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise DataError(f"cannot decode image {path}: empty image")
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def check_resizable(image: torch.Tensor, scheme: CropScheme, path: str | os.PathLike) -> None:
+    """DataError when the largest scale resize would be absurdly large (extreme aspect ratio)."""
+    height, width = image.shape[-2:]
+    rh, rw = resized_size(height, width, max(scheme.scales))
+    if rh * rw > MAX_RESIZED_PIXELS:
+        raise DataError(f"cannot use image {path}: its aspect ratio {width}x{height} would resize to {rw}x{rh} pixels")
 
 
 class CropDataset(torch.utils.data.Dataset):
@@ -186,6 +221,7 @@ class CropDataset(torch.utils.data.Dataset):
         sample = self.samples[i]
         try:
             image = decode_image(sample.path)
+            check_resizable(image, self.scheme, sample.path)
         except DataError as exc:
             return i, None, sample.target, str(exc)
         return i, extract_crops(image, self.scheme, self.indices), sample.target, None
@@ -223,15 +259,14 @@ def crop_loader(
     samples: list[Sample],
     scheme: CropScheme,
     indices: list[int],
-    images_per_batch: int,
+    batches: list[list[int]],
     workers: int,
     pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """`CropBatch`es of `images_per_batch` consecutive samples, in sample order."""
+    """One `CropBatch` per list of sample positions in `batches`, in that order."""
     return torch.utils.data.DataLoader(
         CropDataset(samples, scheme, indices),
-        batch_size=images_per_batch,
-        shuffle=False,
+        batch_sampler=batches,
         num_workers=workers,
         collate_fn=_collate,
         pin_memory=pin_memory,

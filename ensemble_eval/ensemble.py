@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from .checkpoints import Member
 from .crops import CropScheme
 from .data import DataError, Sample, crop_loader
-from .metrics import Tally, topk_hits
+from .metrics import Tally, topk_row_hits
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,162 @@ def member_set_sums(
     return torch.stack(out)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one pass computes: which crops of the grid, which sets, how images are batched.
+
+    Batch b holds samples [b * images_per_batch, (b + 1) * images_per_batch): batch ids are
+    global, so a resumed or sharded run groups every image exactly as a plain run does.
+    """
+
+    scheme: CropScheme
+    set_names: tuple[str, ...]
+    requested_set: str
+    indices: tuple[int, ...]  # grid positions extracted per image (union of the sets)
+    set_positions: tuple[tuple[int, ...], ...]  # per set: positions into `indices`
+    batch_size: int  # crops per forward pass
+    images_per_batch: int
+
+    @classmethod
+    def make(cls, scheme: CropScheme, set_names: list[str], requested_set: str, batch_size: int) -> Plan:
+        assert requested_set in set_names
+        indices = sorted({i for name in set_names for i in scheme.set_indices(name)})
+        where = {idx: pos for pos, idx in enumerate(indices)}
+        positions = tuple(tuple(where[i] for i in scheme.set_indices(n)) for n in set_names)
+        return cls(
+            scheme,
+            tuple(set_names),
+            requested_set,
+            tuple(indices),
+            positions,
+            batch_size,
+            max(1, batch_size // len(indices)),
+        )
+
+    @property
+    def crops_per_image(self) -> int:
+        return len(self.indices)
+
+    @property
+    def crops_per_set(self) -> dict[str, int]:
+        return {n: len(p) for n, p in zip(self.set_names, self.set_positions)}
+
+    def num_batches(self, num_samples: int) -> int:
+        return -(-num_samples // self.images_per_batch)
+
+
+@dataclass
+class BatchResult:
+    """Everything one batch contributes; small enough to persist per chunk of batches."""
+
+    batch: int  # global batch id
+    indices: np.ndarray  # int64 [B], sample positions of the evaluated images
+    probs: np.ndarray  # float32 [B, C], ensemble mean probabilities of the requested set
+    hits: np.ndarray  # uint8 [B, M + 1, S, 2]: top-1/top-5 hit per member (then ensemble) and set
+    failures: list[tuple[int, str]]  # (sample position, reason) of undecodable images
+
+
+def run_batches(
+    samples: list[Sample],
+    batch_ids: list[int],
+    plan: Plan,
+    members: list[Member],
+    device: torch.device,
+    workers: int,
+    channels_last: bool = True,
+) -> Iterator[BatchResult]:
+    """Evaluate the given global batches, in order, yielding one BatchResult each."""
+    runners = place_members(members, device, channels_last)
+    divisor = len(members) * plan.crops_per_set[plan.requested_set]
+    req = plan.set_names.index(plan.requested_set)
+    positions = [list(p) for p in plan.set_positions]
+    loader = crop_loader(
+        samples,
+        plan.scheme,
+        list(plan.indices),
+        [list(range(b * plan.images_per_batch, min((b + 1) * plan.images_per_batch, len(samples)))) for b in batch_ids],
+        workers,
+        pin_memory=device.type == "cuda",
+    )
+    for batch_id, batch in zip(batch_ids, loader):
+        if batch.indices.numel() == 0:
+            yield BatchResult(
+                batch_id,
+                np.zeros(0, np.int64),
+                np.zeros((0, members[0].num_classes), np.float32),
+                np.zeros((0, len(members) + 1, len(positions), 2), np.uint8),
+                batch.failures,
+            )
+            continue
+        crops = batch.crops.to(device, non_blocking=True)
+        targets = batch.targets.to(device, non_blocking=True)
+        sums = member_set_sums(crops, runners, positions, plan.batch_size, channels_last)  # [M, B, S, C]
+        ensemble = sums.sum(dim=0)  # [B, S, C]
+        scores = torch.cat([sums, ensemble[None]])  # [M + 1, B, S, C]
+        hits = topk_row_hits(scores, targets.view(1, -1, 1), (1, 5))  # [M + 1, B, S, 2]
+        yield BatchResult(
+            batch_id,
+            batch.indices.numpy(),
+            (ensemble[:, req] / divisor).cpu().numpy(),
+            hits.permute(1, 0, 2, 3).to(torch.uint8).cpu().numpy(),
+            batch.failures,
+        )
+
+
+class Accumulator:
+    """Integer counts, skipped images and progress figures from a stream of BatchResults."""
+
+    def __init__(self, num_members: int, set_names: list[str] | tuple[str, ...]):
+        self.set_names = list(set_names)
+        self.correct = np.zeros((num_members + 1, len(self.set_names), 2), dtype=np.int64)
+        self.num_images = 0
+        self.skipped: list[tuple[int, str]] = []
+
+    def add(self, result: BatchResult) -> None:
+        self.correct += result.hits.sum(axis=0, dtype=np.int64)
+        self.num_images += int(result.indices.shape[0])
+        self.skipped.extend(result.failures)
+
+    def tally(self) -> Tally:
+        return Tally.from_correct(torch.from_numpy(self.correct), self.num_images, self.set_names)
+
+    def running_errors(self, set_name: str) -> tuple[float, float]:
+        if not self.num_images:
+            return float("nan"), float("nan")
+        top1, top5 = self.correct[-1, self.set_names.index(set_name)]
+        return (self.num_images - top1) / self.num_images, (self.num_images - top5) / self.num_images
+
+
+def progress_bar(total: int, enabled: bool, initial: int = 0):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="img",
+        disable=not enabled,
+        dynamic_ncols=True,
+        desc="evaluating",
+        smoothing=0.1,
+    )
+
+
+def show_progress(bar, acc: Accumulator, plan: Plan, num_members: int, done_here: int, start: float) -> None:
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    top1_err, top5_err = acc.running_errors(plan.requested_set)
+    bar.set_postfix(
+        {
+            "crops/s": f"{done_here * plan.crops_per_image * num_members / elapsed:.1f}",
+            "top1_err": f"{100 * top1_err:.2f}%",
+            "top5_err": f"{100 * top5_err:.2f}%",
+        },
+        refresh=False,
+    )
+
+
 @dataclass
 class EvalResult:
-    samples: list[Sample]
+    samples: list[Sample]  # the evaluated samples, in order (skipped ones left out)
     set_names: list[str]
     crops_per_set: dict[str, int]
     crops_per_image: int  # crops extracted and evaluated per image (union of the sets)
@@ -116,6 +270,7 @@ class EvalResult:
     probs: np.ndarray  # float32 [N, C], ensemble mean for the requested crop set
     requested_set: str
     seconds: float
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
 
 
 def evaluate(
@@ -129,64 +284,43 @@ def evaluate(
     workers: int,
     channels_last: bool = True,
     progress: bool = True,
+    strict: bool = True,
 ) -> EvalResult:
-    """Evaluate the ensemble on `samples` for every crop set in `set_names` in one pass.
+    """Evaluate the ensemble on `samples` for every crop set in `set_names`, in memory.
 
     Only the crops some set needs are extracted. `batch_size` is the number of crops per
-    forward pass; a loader batch holds max(1, batch_size // K) images.
+    forward pass; a loader batch holds max(1, batch_size // K) images. Undecodable images
+    raise DataError when `strict`, else they are left out and listed in `skipped`.
     """
-    from tqdm import tqdm
-
-    assert requested_set in set_names
-    indices = sorted({i for name in set_names for i in scheme.set_indices(name)})
-    where = {idx: pos for pos, idx in enumerate(indices)}
-    set_positions = [[where[i] for i in scheme.set_indices(name)] for name in set_names]
-    sizes = {name: len(pos) for name, pos in zip(set_names, set_positions)}
-    k = len(indices)
-    num_classes = members[0].num_classes
-    images_per_batch = max(1, batch_size // k)
-
-    runners = place_members(members, device, channels_last)
-    num_sets = len(set_names)
-    # top-1/top-5 correct per member (rows 0..M-1) and for the ensemble (row M), per set;
-    # accumulated on the device so counting costs no host sync.
-    correct = torch.zeros((len(members) + 1, num_sets, 2), dtype=torch.int64, device=device)
-    probs_out = np.zeros((len(samples), num_classes), dtype=np.float32)
-    req = set_names.index(requested_set)
-    divisor = len(members) * sizes[requested_set]
-
-    loader = crop_loader(samples, scheme, indices, images_per_batch, workers, pin_memory=device.type == "cuda")
-    bar = tqdm(
-        total=len(samples), unit="img", disable=not progress, dynamic_ncols=True, desc="evaluating", smoothing=0.1
-    )
+    plan = Plan.make(scheme, set_names, requested_set, batch_size)
+    acc = Accumulator(len(members), set_names)
+    probs = np.zeros((len(samples), members[0].num_classes), dtype=np.float32)
+    evaluated = np.zeros(len(samples), dtype=bool)
+    bar = progress_bar(len(samples), progress)
     start = time.perf_counter()
-    done = 0
     try:
-        for batch in loader:
-            if batch.failures:
-                raise DataError(batch.failures[0][1])
-            crops = batch.crops.to(device, non_blocking=True)
-            targets = batch.targets.to(device, non_blocking=True)
-            sums = member_set_sums(crops, runners, set_positions, batch_size, channels_last)  # [M, B, S, C]
-            ensemble = sums.sum(dim=0)  # [B, S, C]
-            scores = torch.cat([sums, ensemble[None]]).transpose(1, 2)  # [M + 1, S, B, C]
-            correct += topk_hits(scores, targets, (1, 5))
-            probs_out[batch.indices.numpy()] = (ensemble[:, req] / divisor).cpu().numpy()
-            done += int(batch.indices.shape[0])
+        for result in run_batches(
+            samples, list(range(plan.num_batches(len(samples)))), plan, members, device, workers, channels_last
+        ):
+            if result.failures and strict:
+                raise DataError(result.failures[0][1])
+            acc.add(result)
+            probs[result.indices] = result.probs
+            evaluated[result.indices] = True
             if progress:
-                elapsed = max(time.perf_counter() - start, 1e-9)
-                top1, top5 = correct[-1, req].tolist()
-                bar.set_postfix(
-                    {
-                        "crops/s": f"{done * k * len(members) / elapsed:.1f}",
-                        "top1_err": f"{100 * (done - top1) / done:.2f}%",
-                        "top5_err": f"{100 * (done - top5) / done:.2f}%",
-                    },
-                    refresh=False,
-                )
-            bar.update(int(batch.indices.shape[0]))
+                show_progress(bar, acc, plan, len(members), acc.num_images, start)
+            bar.update(int(result.indices.shape[0]) + len(result.failures))
     finally:
         bar.close()
-    tally = Tally.from_correct(correct.cpu(), done, set_names)
     seconds = time.perf_counter() - start
-    return EvalResult(samples, set_names, sizes, k, tally, probs_out, requested_set, seconds)
+    return EvalResult(
+        [s for s, ok in zip(samples, evaluated) if ok],
+        list(set_names),
+        plan.crops_per_set,
+        plan.crops_per_image,
+        acc.tally(),
+        probs[evaluated],
+        requested_set,
+        seconds,
+        [(samples[i].rel_path, reason) for i, reason in acc.skipped],
+    )

@@ -7,17 +7,22 @@ from dataclasses import dataclass, field
 import torch
 
 
-def topk_hits(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
-    """Per-k counts of rows whose target is among the k highest scores, on the scores' device.
+def topk_row_hits(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
+    """Whether each row's target is among its k highest scores, for each k, on the device.
 
-    scores: float [..., B, C] (probabilities or any monotone transform of them); targets:
-    int64 [B]. Returns int64 [..., len(ks)] without a host sync. k larger than C counts every
-    row as correct, as for a model with fewer classes than k.
+    scores: float [..., C] (probabilities or any monotone transform of them); targets: int64,
+    broadcastable to scores.shape[:-1]. Returns bool [..., len(ks)]. k larger than C counts
+    every row as a hit, as for a model with fewer classes than k.
     """
     kmax = min(max(ks), scores.shape[-1])
-    top = scores.topk(kmax, dim=-1).indices  # [..., B, kmax]
-    hits = top == targets.to(top.device).view(-1, 1)  # [..., B, kmax]
-    return torch.stack([hits[..., : min(k, kmax)].any(dim=-1).sum(dim=-1) for k in ks], dim=-1)
+    top = scores.topk(kmax, dim=-1).indices  # [..., kmax]
+    hits = top == targets.to(top.device).unsqueeze(-1)  # [..., kmax]
+    return torch.stack([hits[..., : min(k, kmax)].any(dim=-1) for k in ks], dim=-1)
+
+
+def topk_hits(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
+    """Per-k counts of rows [..., B, C] whose target (int64 [B]) is in the top k: int64 [..., len(ks)]."""
+    return topk_row_hits(scores, targets.view(-1), ks).sum(dim=-2)
 
 
 def topk_correct(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
