@@ -4,7 +4,8 @@
     ensemble-eval validate CKPT ...           inspect checkpoints, one verdict per file
 
 Exit codes: 0 success; 1 `validate` found unusable checkpoints; 2 a user error (bad flag,
-path, checkpoint, image, config), reported in one line; 130 interrupted. Heavy imports
+path, checkpoint, image, config), reported in one line; 3 finished, but undecodable images
+were skipped (listed in summary.json); 130 interrupted (progress saved, --resume continues). Heavy imports
 (torch) happen after argument parsing, so --help and most mistakes answer at once.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -26,6 +28,7 @@ log = logging.getLogger("ensemble_eval")
 EXIT_OK = 0
 EXIT_UNUSABLE = 1
 EXIT_USER_ERROR = 2
+EXIT_SKIPPED = 3
 EXIT_INTERRUPTED = 130
 
 EPILOG = """\
@@ -160,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run models in NCHW instead of channels_last",
     )
 
+    g.add_argument(
+        "--resume", action="store_true", default=None, help="continue the unfinished run in --out (same settings)"
+    )
+    g.add_argument(
+        "--strict", action="store_true", default=None, help="stop at the first undecodable image (default: skip it)"
+    )
+    g.add_argument(
+        "--save-every", type=_positive_int, metavar="N", help="images per process between progress saves (default 32)"
+    )
+
     g = p.add_argument_group("outputs")
     g.add_argument("--out", metavar="DIR", help="run directory for the result files (default runs/<UTC time>)")
     g.add_argument("--overwrite", action="store_true", default=None, help="replace results already in --out")
@@ -238,9 +251,6 @@ def run_eval(config) -> int:
     if config.limit is not None:
         samples = samples[: config.limit]
 
-    from .ensemble import evaluate
-    from .report import write_run
-
     scheme = config.protocol
     set_names = list(scheme.crop_sets) if config.table else [config.crops]
     batch_size = config.batch_size_for(device.type)
@@ -249,30 +259,117 @@ def run_eval(config) -> int:
 
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
-    log.info(
-        "%d images, %d members, crop sets %s, device %s, batch %d",
-        len(samples),
-        len(members),
-        set_names,
-        device,
-        batch_size,
-    )
-    result = evaluate(
-        samples,
-        members,
-        scheme,
-        set_names,
-        config.crops,
-        device,
-        batch_size,
-        config.workers,
-        channels_last=config.channels_last,
-        progress=config.progress,
-    )
+    return _evaluate_resumable(config, out, samples, members, device, set_names, batch_size)
 
-    text = write_run(out, config, members, result, device, batch_size)
-    print(text, end="")
-    return EXIT_OK
+
+def _resume_command(out: Path) -> str:
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    return "ensemble-eval " + " ".join(args) + " --resume"
+
+
+def _evaluate_resumable(config, out: Path, samples, members, device, set_names, batch_size) -> int:
+    """The evaluation proper: sharded over torchrun processes, saved in chunks, resumable."""
+    import itertools
+    import signal
+
+    from . import distributed as D
+    from .data import DataError
+    from .ensemble import Accumulator, EvalResult, Plan, progress_bar, run_batches, show_progress
+    from .report import clear_outputs, write_run
+    from .runstate import ProgressStore, ResumeError, assemble, fingerprint
+
+    world = D.world_from_env()
+    device = D.init(world, device)
+    out = Path(D.broadcast_from_main(str(out), world))  # one run directory for every process
+    plan = Plan.make(config.protocol, set_names, config.crops, batch_size)
+    store = ProgressStore(out)
+    opened: tuple = (set(), None)
+    if world.is_main:
+        try:
+            opened = (store.open(fingerprint(members, samples, plan), config.resume, config.overwrite), None)
+        except ResumeError as exc:
+            opened = (set(), str(exc))
+    done, problem = D.broadcast_from_main(opened, world)
+    if problem:
+        raise ResumeError(problem)
+    num_batches = plan.num_batches(len(samples))
+    remaining = [b for b in range(num_batches) if b not in done]
+    mine = D.shard(remaining, world)
+    per_round = max(1, math.ceil(config.save_every / plan.images_per_batch))  # batches per process per save
+    rounds = math.ceil(math.ceil(len(remaining) / world.world_size) / per_round)  # same on every process
+    done_images = sum(min(plan.images_per_batch, len(samples) - b * plan.images_per_batch) for b in done)
+    if done and world.is_main:
+        print(f"resuming {out}: {done_images} of {len(samples)} images already done", file=sys.stderr)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # pre-emption: save and stop like Ctrl-C
+
+    acc = Accumulator(len(members), set_names)
+    bar = progress_bar(len(samples), config.progress and world.is_main, initial=done_images)
+    start = time.perf_counter()
+    batches = run_batches(samples, mine, plan, members, device, config.workers, config.channels_last)
+    try:
+        for _ in range(rounds):
+            results = list(itertools.islice(batches, per_round))
+            failure = None
+            if config.strict:
+                failure = next((f"{samples[i].rel_path}: {why}" for r in results for i, why in r.failures), None)
+            if failure:  # keep only whole, clean batches: the bad image may be fixed before --resume
+                results = [r for r in results if not r.failures]
+            gathered = D.gather_to_main((results, failure), world)
+            stop = None
+            if world.is_main:
+                finished = [r for part, _ in gathered for r in part]
+                store.write(finished)
+                for r in finished:
+                    acc.add(r)
+                    bar.update(int(r.indices.shape[0]) + len(r.failures))
+                if config.progress:
+                    show_progress(bar, acc, plan, len(members), acc.num_images, start)
+                stop = next((f for _, f in gathered if f), None)
+            stop = D.broadcast_from_main(stop, world)
+            if stop:
+                raise DataError(
+                    f"cannot decode image {stop} (--strict: stopped; the images before it are saved, "
+                    "fix or remove the file, then add --resume)"
+                )
+    except KeyboardInterrupt:
+        bar.close()
+        if world.is_main:
+            print(
+                f"ensemble-eval: interrupted; progress saved in {out / 'progress'}; resume with:\n"
+                f"  {_resume_command(out)}",
+                file=sys.stderr,
+            )
+        D.finish(world)
+        return EXIT_INTERRUPTED
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+
+    code = EXIT_OK
+    if world.is_main:
+        clear_outputs(out)
+        total = assemble(store, samples, len(members), set_names, members[0].num_classes, out / "predictions.npz")
+        result = EvalResult(
+            samples=[],
+            set_names=set_names,
+            crops_per_set=plan.crops_per_set,
+            crops_per_image=plan.crops_per_image,
+            tally=total.tally(),
+            probs=None,
+            requested_set=config.crops,
+            seconds=seconds,
+            skipped=[(samples[i].rel_path, reason) for i, reason in total.skipped],
+            resumed=bool(done),
+            world_size=world.world_size,
+        )
+        print(write_run(out, config, members, result, device, batch_size), end="")
+        store.finish()
+        code = EXIT_SKIPPED if result.skipped else EXIT_OK
+    code = D.broadcast_from_main(code, world)
+    D.finish(world)
+    return code
 
 
 def build_validate_parser() -> argparse.ArgumentParser:

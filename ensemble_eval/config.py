@@ -45,11 +45,24 @@ class RunConfig:
     verbose: bool = False
     trust_checkpoints: bool = False  # allow full unpickling (whole modules): can run code
     ema: bool = False  # EMA weights of files holding both
+    resume: bool = False  # continue the unfinished run in --out
+    strict: bool = False  # stop at the first undecodable image instead of skipping it
+    save_every: int = 32  # images per process between progress saves
     protocol: CropScheme = field(default_factory=CropScheme)
 
     def validate(self) -> None:
         """Check every value's type and range; resolve the default crop set."""
-        for name in ("table", "overwrite", "channels_last", "progress", "verbose", "trust_checkpoints", "ema"):
+        for name in (
+            "table",
+            "overwrite",
+            "channels_last",
+            "progress",
+            "verbose",
+            "trust_checkpoints",
+            "ema",
+            "resume",
+            "strict",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_option(name)} must be true or false, got {short_repr(getattr(self, name))}")
         for name in ("data", "labels", "out", "crops"):
@@ -58,7 +71,7 @@ class RunConfig:
                 raise ConfigError(f"{_option(name)} must be a string (a path or name), got {short_repr(value)}")
         if not isinstance(self.models, list) or not all(isinstance(m, str) for m in self.models):
             raise ConfigError(f"{_option('models')} must be a list of paths or globs, got {short_repr(self.models)}")
-        for name in ("batch_size", "limit"):
+        for name in ("batch_size", "limit", "save_every"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):
                 raise ConfigError(f"{_option(name)} must be a positive integer, got {short_repr(value)}")

@@ -30,7 +30,14 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 
 class DataError(UserError):
-    """A dataset, label file or image that cannot be used; the message says what to do."""
+    """A dataset, label file or image that cannot be used; the message says what to do.
+
+    For an image, `reason` is the problem alone (without the path), as recorded in `skipped`.
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -188,9 +195,8 @@ def decode_image(path: str | os.PathLike) -> torch.Tensor:
                 array = _to_rgb(img)
     except Exception as exc:  # a hostile or broken file can make a decoder fail in any way
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot decode image {path}: {reason}") from exc
-    if array.ndim != 3 or array.shape[0] < 1 or array.shape[1] < 1:
-        raise DataError(f"cannot decode image {path}: empty image")
+        reason = reason.replace(f"'{path}'", "file").replace(str(path), "file")
+        raise DataError(f"cannot decode image {path}: {reason}", reason=reason) from exc
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -223,7 +229,7 @@ class CropDataset(torch.utils.data.Dataset):
             image = decode_image(sample.path)
             check_resizable(image, self.scheme, sample.path)
         except DataError as exc:
-            return i, None, sample.target, str(exc)
+            return i, None, sample.target, exc.reason
         return i, extract_crops(image, self.scheme, self.indices), sample.target, None
 
 

@@ -267,10 +267,12 @@ class EvalResult:
     crops_per_set: dict[str, int]
     crops_per_image: int  # crops extracted and evaluated per image (union of the sets)
     tally: Tally
-    probs: np.ndarray  # float32 [N, C], ensemble mean for the requested crop set
+    probs: np.ndarray | None  # float32 [N, C] ensemble means of the requested set (None: streamed to disk)
     requested_set: str
     seconds: float
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+    resumed: bool = False
+    world_size: int = 1
 
 
 def evaluate(
@@ -303,7 +305,8 @@ def evaluate(
             samples, list(range(plan.num_batches(len(samples)))), plan, members, device, workers, channels_last
         ):
             if result.failures and strict:
-                raise DataError(result.failures[0][1])
+                position, reason = result.failures[0]
+                raise DataError(f"cannot decode image {samples[position].path}: {reason}", reason=reason)
             acc.add(result)
             probs[result.indices] = result.probs
             evaluated[result.indices] = True

@@ -168,6 +168,8 @@ def summary_record(config, members, result, device, batch_size: int, cells: list
     record = {
         "version": __version__,
         "num_images": counts.num_images,
+        "num_skipped": len(result.skipped),
+        "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
         "num_classes": members[0].num_classes,
         "crops": result.requested_set,
         "num_crops": result.crops_per_set[result.requested_set],
@@ -196,6 +198,8 @@ def summary_record(config, members, result, device, batch_size: int, cells: list
         "batch_size": batch_size,
         "channels_last": config.channels_last,
         "seconds": round(result.seconds, 3),
+        "resumed": bool(getattr(result, "resumed", False)),
+        "world_size": int(getattr(result, "world_size", 1)),
         "images_per_second": round(counts.num_images / result.seconds, 3) if result.seconds else None,
         "crops_per_image": result.crops_per_image,
         "crop_evals_per_second": round(counts.num_images * result.crops_per_image * len(members) / result.seconds, 3)
@@ -224,13 +228,18 @@ def summary_record(config, members, result, device, batch_size: int, cells: list
     return record
 
 
+def clear_outputs(out: Path) -> None:
+    """Remove an earlier run's result files (--overwrite): none may stay beside the new ones."""
+    for stale in OUTPUT_FILES:
+        (out / stale).unlink(missing_ok=True)
+
+
 def write_run(out: Path, config, members, result, device, batch_size: int) -> str:
-    """Write every result file into `out` (replacing a previous run's) and return the terminal text."""
+    """Write summary.json (and the table files; predictions.npz too when `result.probs` is held in
+    memory, else it is already written) into `out`, and return the terminal text."""
     names = [m.name for m in members]
     cells = table_cells(result.tally, result.crops_per_set, names) if config.table else None
     out.mkdir(parents=True, exist_ok=True)
-    for stale in OUTPUT_FILES:  # --overwrite: no file of an earlier run may stay beside this one
-        (out / stale).unlink(missing_ok=True)
     text = ""
     written = ["summary.json", "predictions.npz"]
     if cells is not None:
@@ -238,17 +247,26 @@ def write_run(out: Path, config, members, result, device, batch_size: int) -> st
         atomic_write_text(out / "table.csv", table_csv(cells))
         written += ["table.md", "table.csv"]
         text += render_table(cells, result.tally, result.crops_per_set, names) + "\n"
-    targets = np.array([s.target for s in result.samples], dtype=np.int64)
-    write_predictions(out / "predictions.npz", [s.rel_path for s in result.samples], targets, result.probs)
+    if result.probs is not None:
+        targets = np.array([s.target for s in result.samples], dtype=np.int64)
+        write_predictions(out / "predictions.npz", [s.rel_path for s in result.samples], targets, result.probs)
     record = summary_record(config, members, result, device, batch_size, cells)
     write_json(out / "summary.json", record)
     counts = result.tally.ensemble[result.requested_set]
-    text += (
-        f"{len(members)} model(s) x {record['num_crops']} crop(s) on {counts.num_images} images: "
-        f"top-1 error {100 * counts.top1_err:.2f}%, top-5 error {100 * counts.top5_err:.2f}% "
-        f"({result.seconds:.1f} s on {device})\n"
-        f"wrote {', '.join(written)} to {out}\n"
-    )
+    if counts.num_images == 0:
+        text += "no image could be evaluated\n"
+    else:
+        text += (
+            f"{len(members)} model(s) x {record['num_crops']} crop(s) on {counts.num_images} images: "
+            f"top-1 error {100 * counts.top1_err:.2f}%, top-5 error {100 * counts.top5_err:.2f}% "
+            f"({result.seconds:.1f} s on {device})\n"
+        )
+    if result.skipped:
+        text += f"skipped {len(result.skipped)} undecodable image(s), listed in summary.json (skipped):\n"
+        text += "".join(f"  {path}: {reason}\n" for path, reason in result.skipped[:10])
+        if len(result.skipped) > 10:
+            text += f"  ... and {len(result.skipped) - 10} more\n"
+    text += f"wrote {', '.join(written)} to {out}\n"
     return text
 
 

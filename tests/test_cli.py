@@ -250,29 +250,21 @@ def test_user_errors_in_process(demo_ckpts, tmp_path, capsys):
     broken.write_bytes(b"PK\x03\x04 not a zip really")
     assert main(["--models", str(broken), "--data", str(DATA), "--out", str(tmp_path / "o1")]) == 2
     assert "broken.pt" in _error_line(capsys.readouterr().err)
-    # an undecodable image
+    # an undecodable image: skipped and reported (exit 3), or the run stops with --strict (exit 2)
     data = tmp_path / "data" / "n04328186"
     data.mkdir(parents=True)
     (data / "bad.JPEG").write_bytes(b"\xff\xd8\xff garbage")
-    assert (
-        main(
-            [
-                "--models",
-                a,
-                "--data",
-                str(tmp_path / "data"),
-                "--crops",
-                "1",
-                "--no-progress",
-                "--workers",
-                "0",
-                "--out",
-                str(tmp_path / "o2"),
-            ]
-        )
-        == 2
-    )
-    assert "cannot decode image" in _error_line(capsys.readouterr().err)
+    shutil.copy(DATA / "n04328186" / "n04328186_stopwatch.JPEG", data / "good.JPEG")
+    args = ["--models", a, "--data", str(tmp_path / "data"), "--crops", "1", "--no-progress", "--workers", "0"]
+    assert main([*args, "--out", str(tmp_path / "o2")]) == 3
+    out = capsys.readouterr().out
+    assert "skipped 1 undecodable image(s)" in out and "n04328186/bad.JPEG: cannot identify image file" in out
+    summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert summary["num_images"] == 1 and summary["skipped"][0]["path"] == "n04328186/bad.JPEG"
+    assert list(np.load(tmp_path / "o2" / "predictions.npz")["paths"]) == ["n04328186/good.JPEG"]
+    assert main([*args, "--strict", "--out", str(tmp_path / "o2s")]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "cannot decode image n04328186/bad.JPEG" in line and "--resume" in line
     # a model with fewer classes than the data needs
     small = save_checkpoint(
         __import__("torchvision").models.GoogLeNet(num_classes=10, aux_logits=False, init_weights=False),

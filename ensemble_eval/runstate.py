@@ -1,0 +1,196 @@
+"""A run in progress on disk: its fingerprint, chunks of finished batches, and the final files.
+
+    RUN_DIR/progress/manifest.json        what the run computes; --resume refuses anything else
+    RUN_DIR/progress/chunk-00000012.npz   finished batches: ids, sample positions, probabilities,
+                                          per-image hits, undecodable images
+
+Every file is written to a temporary name and renamed, so a run killed at any moment
+(SIGKILL included) leaves only whole chunks; --resume skips their batches. Batches are
+identified globally (ensemble.Plan), so a resumed run computes every image in the same
+batch as an uninterrupted one and ends with identical results. The predictions file is
+streamed from the chunks at the end: memory does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .ensemble import Accumulator, BatchResult
+from .errors import UserError
+
+PROGRESS_DIR = "progress"
+
+
+class ResumeError(UserError):
+    """A run directory that cannot be resumed (or must be resumed); the message says why."""
+
+
+def samples_digest(samples) -> str:
+    digest = hashlib.sha256()
+    for s in samples:
+        digest.update(f"{s.rel_path}\t{s.target}\n".encode())
+    return digest.hexdigest()
+
+
+def fingerprint(members, samples, plan) -> dict:
+    """Everything that decides the numbers of a run (not where or how fast it runs)."""
+    return {
+        "models": [{"name": m.name, "sha256": m.sha256, "input": m.convention.to_dict()} for m in members],
+        "num_images": len(samples),
+        "data": samples_digest(samples),
+        "protocol": plan.scheme.to_dict(),
+        "crop_sets": list(plan.set_names),
+        "crops": plan.requested_set,
+        "batch_size": plan.batch_size,
+    }
+
+
+def describe_changes(old: dict, new: dict) -> str:
+    changes = []
+    if old.get("models") != new.get("models"):
+        was = ", ".join(m["name"] for m in old.get("models", []))
+        changes.append(f"the checkpoints or their input conventions changed (the run used {was})")
+    if old.get("num_images") != new.get("num_images") or old.get("data") != new.get("data"):
+        changes.append(f"the images or labels changed (was {old.get('num_images')} images, now {new['num_images']})")
+    if old.get("protocol") != new.get("protocol"):
+        changes.append("the crop protocol changed")
+    if old.get("crop_sets") != new.get("crop_sets") or old.get("crops") != new.get("crops"):
+        changes.append(f"the crop sets changed (was {old.get('crop_sets')} reporting {old.get('crops')!r})")
+    if old.get("batch_size") != new.get("batch_size"):
+        changes.append(f"the batch size changed (resume with --batch-size {old.get('batch_size')})")
+    return "; ".join(changes)
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    tmp = path.with_name("." + path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class ProgressStore:
+    """Chunks of finished batches under RUN_DIR/progress (written by the main process only)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.dir = out / PROGRESS_DIR
+        self.seq = 0
+
+    def exists(self) -> bool:
+        return (self.dir / "manifest.json").exists()
+
+    def open(self, fp: dict, resume: bool, overwrite: bool) -> set[int]:
+        """Start or continue the run; the batch ids already finished."""
+        manifest = self.dir / "manifest.json"
+        if manifest.exists() and overwrite and not resume:
+            shutil.rmtree(self.dir)
+        if manifest.exists():
+            if not resume:
+                raise ResumeError(
+                    f"--out {self.out} holds an unfinished run; pass --resume to continue it, "
+                    "or --overwrite to start it over"
+                )
+            old = json.loads(manifest.read_text())
+            changes = describe_changes(old, fp)
+            if changes:
+                raise ResumeError(f"cannot resume {self.out}: {changes}; use another --out for a new run")
+        else:
+            if resume:
+                raise ResumeError(f"nothing to resume in {self.out} (no {PROGRESS_DIR}/manifest.json); drop --resume")
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = manifest.with_name(".manifest.json.tmp")
+            tmp.write_text(json.dumps(fp, indent=2) + "\n")
+            os.replace(tmp, manifest)
+        for leftover in self.dir.glob(".*.tmp*"):  # a write cut short by a kill
+            leftover.unlink()
+        done: set[int] = set()
+        for path in self._chunk_paths():
+            with np.load(path) as z:
+                done.update(int(b) for b in z["batches"])
+            self.seq = max(self.seq, int(path.stem.split("-")[1]) + 1)
+        return done
+
+    def _chunk_paths(self) -> list[Path]:
+        return sorted(self.dir.glob("chunk-*.npz"))
+
+    def write(self, results: list[BatchResult]) -> None:
+        """One chunk from finished batches (any order; stored sorted by batch id)."""
+        if not results:
+            return
+        results = sorted(results, key=lambda r: r.batch)
+        failures = [f for r in results for f in r.failures]
+        _atomic_savez(
+            self.dir / f"chunk-{self.seq:08d}.npz",
+            batches=np.array([r.batch for r in results], dtype=np.int64),
+            indices=np.concatenate([r.indices for r in results]),
+            probs=np.concatenate([r.probs for r in results]),
+            hits=np.concatenate([r.hits for r in results]),
+            skipped_indices=np.array([i for i, _ in failures], dtype=np.int64),
+            skipped_reasons=np.array([m for _, m in failures], dtype=str),
+        )
+        self.seq += 1
+
+    def chunks(self, fields: tuple[str, ...]) -> Iterator[dict[str, np.ndarray]]:
+        """The chunks in batch order, each as {field: array} (only the fields asked for are read)."""
+        order = []
+        for path in self._chunk_paths():
+            with np.load(path) as z:
+                batches = z["batches"]
+                order.append((int(batches.min()), int(batches.max()), path))
+        order.sort()
+        for (_, prev_max, _), (next_min, _, _) in zip(order, order[1:]):
+            assert prev_max < next_min, "progress chunks overlap"
+        for _, _, path in order:
+            with np.load(path) as z:
+                yield {f: z[f] for f in fields}
+
+    def finish(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _write_npy_stream(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tuple, blocks: Iterator[np.ndarray]):
+    with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+        np.lib.format.write_array_header_2_0(
+            fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+        )
+        for block in blocks:
+            fh.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+
+
+def assemble(
+    store: ProgressStore, samples, num_members: int, set_names, num_classes: int, predictions: Path
+) -> Accumulator:
+    """Counts, skipped images and predictions.npz from the chunks, streamed chunk by chunk.
+
+    predictions.npz: paths (str [N]), targets (int64 [N]), probs (float32 [N, C]) for the
+    evaluated images in sample order (undecodable images left out).
+    """
+    acc = Accumulator(num_members, set_names)
+    evaluated: list[np.ndarray] = []
+    for chunk in store.chunks(("indices", "hits", "skipped_indices", "skipped_reasons")):
+        acc.correct += chunk["hits"].sum(axis=0, dtype=np.int64)
+        acc.num_images += int(chunk["indices"].shape[0])
+        acc.skipped.extend(zip(chunk["skipped_indices"].tolist(), chunk["skipped_reasons"].tolist()))
+        evaluated.append(chunk["indices"])
+    positions = np.concatenate(evaluated) if evaluated else np.zeros(0, dtype=np.int64)
+    assert np.all(np.diff(positions) > 0), "chunks out of sample order"
+    paths = np.array([samples[i].rel_path for i in positions], dtype=str)
+    targets = np.array([samples[i].target for i in positions], dtype=np.int64)
+    tmp = predictions.with_name("." + predictions.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in (("paths", paths), ("targets", targets)):
+            with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, array, allow_pickle=False)
+        blocks = (chunk["probs"] for chunk in store.chunks(("probs",)))
+        _write_npy_stream(zf, "probs", np.float32, (len(positions), num_classes), blocks)
+    os.replace(tmp, predictions)
+    return acc
