@@ -450,10 +450,56 @@ def run_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if all(not i.errors for i in inspections) else EXIT_UNUSABLE
 
 
+def build_check_data_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ensemble-eval check-data",
+        allow_abbrev=False,
+        description="Decode every image of a dataset (nothing else) and list each problem, before an expensive run.",
+        epilog="exit status: 0 every image is usable, 1 some are not (listed), 2 bad command line or dataset.",
+    )
+    p.add_argument("data", metavar="DIR", help="image root: one folder per WordNet id, or flat with --labels")
+    p.add_argument("--labels", metavar="FILE", help="labels for a flat folder (CSV, LOC_val_solution.csv, devkit)")
+    p.add_argument("--workers", type=_non_negative_int, default=None, metavar="N", help="decoding processes")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def run_check_data(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .config import DEFAULT_WORKERS
+    from .crops import CropScheme
+    from .data import list_samples, scan_images
+
+    samples = list_samples(args.data, args.labels)
+    workers = DEFAULT_WORKERS if args.workers is None else args.workers
+    problems = []
+    start = time.perf_counter()
+    for sample, problem in tqdm(
+        scan_images(samples, CropScheme(), workers),
+        total=len(samples),
+        unit="img",
+        disable=not args.progress,
+        desc="decoding",
+    ):
+        if problem:
+            problems.append((sample.rel_path, problem))
+    for rel_path, problem in problems:
+        print(f"{rel_path}: {problem}")
+    seconds = time.perf_counter() - start
+    print(
+        f"{len(samples)} images checked in {seconds:.1f} s: {len(samples) - len(problems)} usable, "
+        f"{len(problems)} with problems" + (" (an evaluation skips them; --strict stops at them)" if problems else "")
+    )
+    return EXIT_UNUSABLE if problems else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if argv and argv[0] == "check-data":
+            return run_check_data(build_check_data_parser().parse_args(argv[1:]))
         if argv and argv[0] == "validate":
             args = build_validate_parser().parse_args(argv[1:])
             if args.verbose:

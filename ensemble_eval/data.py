@@ -9,9 +9,11 @@ n01440764 -> 0.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -108,12 +110,84 @@ def _read_labels_csv(labels: Path) -> dict[str, tuple[int, str | None]]:
     return out
 
 
+def _read_loc_solution(path: Path, root: Path) -> dict[str, tuple[int, str | None]]:
+    """Kaggle's LOC_val_solution.csv: ImageId,PredictionString ("wnid x y x y wnid ...")."""
+    mapping = wnid_to_index()
+    by_stem = {Path(n).stem: n for n in os.listdir(root) if _is_image(n)}
+    out: dict[str, tuple[int, str | None]] = {}
+    rows = csv.reader(path.read_text(encoding="utf-8-sig").splitlines())
+    next(rows, None)
+    for lineno, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        wnid = row[1].split()[0] if len(row) > 1 and row[1].split() else ""
+        if wnid not in mapping:
+            raise DataError(f"{path}:{lineno}: {wnid!r} is not an ImageNet-1k WordNet id")
+        name = by_stem.get(row[0], row[0] + ".JPEG")
+        out[name] = (mapping[wnid], wnid)
+    return out
+
+
+def _read_devkit(devkit: Path, root: Path) -> dict[str, tuple[int, str | None]]:
+    """The ILSVRC2012 devkit's ground truth (ILSVRC2012_ID per val image, in file-number order)
+    mapped through the devkit's meta.mat (ILSVRC2012_ID -> wnid) onto the sorted-wnid indices
+    models use. The two orders differ: using the IDs directly is the classic labels bug."""
+    import tarfile
+
+    import scipy.io
+
+    def member(name: str) -> bytes:
+        if devkit.is_dir():
+            return (devkit / "data" / name).read_bytes()
+        with tarfile.open(devkit) as tar:
+            found = next((m for m in tar.getmembers() if m.name.endswith("/data/" + name)), None)
+            if found is None:
+                raise DataError(f"{devkit} has no data/{name}; pass the ILSVRC2012 devkit (dir or .tar.gz)")
+            return tar.extractfile(found).read()
+
+    try:
+        meta = scipy.io.loadmat(io.BytesIO(member("meta.mat")), squeeze_me=True)["synsets"]
+        truth = member("ILSVRC2012_validation_ground_truth.txt").decode().split()
+    except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
+        raise DataError(
+            f"cannot read the devkit {devkit} ({exc}); pass ILSVRC2012_devkit_t12 (dir or .tar.gz)"
+        ) from exc
+    id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in meta if int(s["num_children"]) == 0}
+    mapping = wnid_to_index()
+    by_stem = {Path(n).stem: n for n in os.listdir(root) if _is_image(n)}
+    out: dict[str, tuple[int, str | None]] = {}
+    for number, ilsvrc_id in enumerate(truth, start=1):
+        stem = f"ILSVRC2012_val_{number:08d}"
+        if stem in by_stem:
+            wnid = id_to_wnid[int(ilsvrc_id)]
+            out[by_stem[stem]] = (mapping[wnid], wnid)
+    if not out:
+        raise DataError(f"no file in {root} is named like the devkit's ILSVRC2012_val_00000001.JPEG")
+    return out
+
+
+def read_labels(labels: Path, root: Path) -> dict[str, tuple[int, str | None]]:
+    """Labels for a flat folder: {filename: (class index, wnid or None)}.
+
+    Accepts a CSV of filename,wnid or filename,index; Kaggle's LOC_val_solution.csv; or the
+    ILSVRC2012 devkit (its directory or .tar.gz), which labels the official val folder.
+    """
+    if labels.is_dir() or labels.name.endswith((".tar.gz", ".tgz", ".tar")):
+        return _read_devkit(labels, root)
+    if labels.is_file():
+        with labels.open(encoding="utf-8-sig", errors="replace") as fh:
+            first = fh.readline().strip().replace(" ", "")
+        if first.lower() == "imageid,predictionstring":
+            return _read_loc_solution(labels, root)
+    return _read_labels_csv(labels)
+
+
 def list_samples(root: str | os.PathLike, labels: str | os.PathLike | None = None) -> list[Sample]:
     """The evaluation samples of a dataset, sorted by relative path.
 
     Without `labels`, `root` holds one folder per class named by its WordNet id (ImageNet's
-    layout). With `labels` (CSV: filename,wnid or filename,index), `root` is a flat folder
-    and only the files listed are evaluated.
+    layout). With `labels` (see `read_labels`), `root` is a flat folder and only the files
+    labelled there are evaluated.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -121,7 +195,7 @@ def list_samples(root: str | os.PathLike, labels: str | os.PathLike | None = Non
     if not root.is_dir():
         raise DataError(f"data directory {root} does not exist; pass --data DIR with one folder per WordNet id")
     if labels is not None:
-        table = _read_labels_csv(Path(labels))
+        table = read_labels(Path(labels), root)
         missing = [n for n in table if not (root / n).is_file()]
         if missing:
             raise DataError(
@@ -205,7 +279,8 @@ def check_resizable(image: torch.Tensor, scheme: CropScheme, path: str | os.Path
     height, width = image.shape[-2:]
     rh, rw = resized_size(height, width, max(scheme.scales))
     if rh * rw > MAX_RESIZED_PIXELS:
-        raise DataError(f"cannot use image {path}: its aspect ratio {width}x{height} would resize to {rw}x{rh} pixels")
+        reason = f"aspect ratio too extreme: {width}x{height} would resize to {rw}x{rh} pixels"
+        raise DataError(f"cannot use image {path}: {reason}", reason=reason)
 
 
 class CropDataset(torch.utils.data.Dataset):
@@ -279,3 +354,24 @@ def crop_loader(
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
     )
+
+
+def _check_one(args: tuple[str, CropScheme]) -> str | None:
+    path, scheme = args
+    try:
+        check_resizable(decode_image(path), scheme, path)
+    except DataError as exc:
+        return exc.reason
+    return None
+
+
+def scan_images(samples: list[Sample], scheme: CropScheme, workers: int) -> Iterator[tuple[Sample, str | None]]:
+    """Decode every sample (nothing else) and yield (sample, problem or None), in order."""
+    jobs = [(str(s.path), scheme) for s in samples]
+    if workers <= 0:
+        yield from zip(samples, map(_check_one, jobs))
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from zip(samples, pool.imap(_check_one, jobs, chunksize=16))
