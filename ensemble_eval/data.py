@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .crops import CropScheme, extract_crops, resized_size
 from .errors import UserError
@@ -268,8 +268,11 @@ def decode_image(path: str | os.PathLike) -> torch.Tensor:
                 img.load()
                 array = _to_rgb(img)
     except Exception as exc:  # a hostile or broken file can make a decoder fail in any way
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        reason = reason.replace(f"'{path}'", "file").replace(str(path), "file")
+        if isinstance(exc, UnidentifiedImageError):
+            reason = "empty file (0 bytes)" if os.path.getsize(path) == 0 else "not an image PIL can identify"
+        else:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = reason.replace(f" '{path}'", "").replace(f" {path}", "")
         raise DataError(f"cannot decode image {path}: {reason}", reason=reason) from exc
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 

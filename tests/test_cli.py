@@ -258,7 +258,7 @@ def test_user_errors_in_process(demo_ckpts, tmp_path, capsys):
     args = ["--models", a, "--data", str(tmp_path / "data"), "--crops", "1", "--no-progress", "--workers", "0"]
     assert main([*args, "--out", str(tmp_path / "o2")]) == 3
     out = capsys.readouterr().out
-    assert "skipped 1 undecodable image(s)" in out and "n04328186/bad.JPEG: cannot identify image file" in out
+    assert "skipped 1 undecodable image(s)" in out and "n04328186/bad.JPEG: not an image PIL can identify" in out
     summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
     assert summary["num_images"] == 1 and summary["skipped"][0]["path"] == "n04328186/bad.JPEG"
     assert list(np.load(tmp_path / "o2" / "predictions.npz")["paths"]) == ["n04328186/good.JPEG"]

@@ -46,8 +46,8 @@ def _bad_image_folder(root: Path) -> dict[str, str | None]:
     Image.new("RGB", (1, 20000)).save(folder / "k_sliver.png")
     return {
         "a_truncated.JPEG": "truncated",
-        "b_empty.JPEG": "cannot identify image file",
-        "c_text.JPEG": "cannot identify image file",
+        "b_empty.JPEG": "empty file (0 bytes)",
+        "c_text.JPEG": "not an image",
         "d_png_named.JPEG": None,
         "e_cmyk.JPEG": None,
         "f_gray.JPEG": None,
