@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="image decoding/cropping processes (default min(8, CPU cores); 0 = in the main process)",
     )
     g.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        help="forward passes in fp32 (default) or under bf16/fp16 autocast; softmax and averaging stay fp32",
+    )
+    g.add_argument(
         "--no-channels-last",
         dest="channels_last",
         action="store_false",
@@ -283,7 +288,7 @@ def _evaluate_resumable(config, out: Path, samples, members, device, set_names, 
     world = D.world_from_env()
     device = D.init(world, device)
     out = Path(D.broadcast_from_main(str(out), world))  # one run directory for every process
-    plan = Plan.make(config.protocol, set_names, config.crops, batch_size)
+    plan = Plan.make(config.protocol, set_names, config.crops, batch_size, config.precision)
     store = ProgressStore(out)
     opened: tuple = (set(), None)
     if world.is_main:

@@ -48,6 +48,7 @@ class RunConfig:
     resume: bool = False  # continue the unfinished run in --out
     strict: bool = False  # stop at the first undecodable image instead of skipping it
     save_every: int = 32  # images per process between progress saves
+    precision: str = "fp32"  # forward passes in fp32, or under bf16/fp16 autocast (softmax stays fp32)
     protocol: CropScheme = field(default_factory=CropScheme)
 
     def validate(self) -> None:
@@ -77,6 +78,8 @@ class RunConfig:
                 raise ConfigError(f"{_option(name)} must be a positive integer, got {short_repr(value)}")
         if type(self.workers) is not int or self.workers < 0:
             raise ConfigError(f"{_option('workers')} must be an integer >= 0, got {short_repr(self.workers)}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"{_option('precision')} must be fp32, bf16 or fp16, got {short_repr(self.precision)}")
         if self.device not in DEVICES:
             raise ConfigError(f"{_option('device')} must be one of {list(DEVICES)}, got {short_repr(self.device)}")
         sets = self.protocol.crop_sets

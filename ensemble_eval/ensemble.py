@@ -26,6 +26,9 @@ from .metrics import Tally, topk_row_hits
 log = logging.getLogger(__name__)
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype of the forward pass
+
+
 @dataclass
 class Runner:
     """A member placed on the device with its input convention as tensors.
@@ -81,14 +84,17 @@ def member_set_sums(
     set_positions: list[list[int]],
     chunk_size: int,
     channels_last: bool = True,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Per member, per image, per crop set: the sum of softmax probabilities over the set's crops.
 
     crops: uint8 [B, K, 3, S, S] on the runners' device. set_positions: for each crop set,
     positions into the K crops. Returns float32 [M, B, num_sets, C] on the same device.
     Forward passes run on at most `chunk_size` crops at a time; every chunk is used by every
-    member before the next is made.
+    member before the next is made. `precision` bf16/fp16 runs the forward passes under
+    autocast; softmax and the sums stay float32.
     """
+    autocast_dtype = PRECISIONS[precision]
     b, k = crops.shape[:2]
     flat = crops.reshape(b * k, *crops.shape[2:])
     probs: list[list[torch.Tensor]] = [[] for _ in runners]
@@ -97,7 +103,9 @@ def member_set_sums(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for i, r in enumerate(runners):
-            probs[i].append(torch.softmax(r.logits(x).float(), dim=1))
+            with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                logits = r.logits(x)
+            probs[i].append(torch.softmax(logits.float(), dim=1))  # softmax and sums in float32
     out = []
     all_positions = list(range(k))
     for member_probs in probs:
@@ -122,9 +130,12 @@ class Plan:
     set_positions: tuple[tuple[int, ...], ...]  # per set: positions into `indices`
     batch_size: int  # crops per forward pass
     images_per_batch: int
+    precision: str = "fp32"
 
     @classmethod
-    def make(cls, scheme: CropScheme, set_names: list[str], requested_set: str, batch_size: int) -> Plan:
+    def make(
+        cls, scheme: CropScheme, set_names: list[str], requested_set: str, batch_size: int, precision: str = "fp32"
+    ) -> Plan:
         assert requested_set in set_names
         indices = sorted({i for name in set_names for i in scheme.set_indices(name)})
         where = {idx: pos for pos, idx in enumerate(indices)}
@@ -137,6 +148,7 @@ class Plan:
             positions,
             batch_size,
             max(1, batch_size // len(indices)),
+            precision,
         )
 
     @property
@@ -196,7 +208,7 @@ def run_batches(
             continue
         crops = batch.crops.to(device, non_blocking=True)
         targets = batch.targets.to(device, non_blocking=True)
-        sums = member_set_sums(crops, runners, positions, plan.batch_size, channels_last)  # [M, B, S, C]
+        sums = member_set_sums(crops, runners, positions, plan.batch_size, channels_last, plan.precision)
         ensemble = sums.sum(dim=0)  # [B, S, C]
         scores = torch.cat([sums, ensemble[None]])  # [M + 1, B, S, C]
         hits = topk_row_hits(scores, targets.view(1, -1, 1), (1, 5))  # [M + 1, B, S, 2]
@@ -287,6 +299,7 @@ def evaluate(
     channels_last: bool = True,
     progress: bool = True,
     strict: bool = True,
+    precision: str = "fp32",
 ) -> EvalResult:
     """Evaluate the ensemble on `samples` for every crop set in `set_names`, in memory.
 
@@ -294,7 +307,7 @@ def evaluate(
     forward pass; a loader batch holds max(1, batch_size // K) images. Undecodable images
     raise DataError when `strict`, else they are left out and listed in `skipped`.
     """
-    plan = Plan.make(scheme, set_names, requested_set, batch_size)
+    plan = Plan.make(scheme, set_names, requested_set, batch_size, precision)
     acc = Accumulator(len(members), set_names)
     probs = np.zeros((len(samples), members[0].num_classes), dtype=np.float32)
     evaluated = np.zeros(len(samples), dtype=bool)

@@ -197,6 +197,7 @@ def summary_record(config, members, result, device, batch_size: int, cells: list
         "device": str(device),
         "batch_size": batch_size,
         "channels_last": config.channels_last,
+        "precision": config.precision,
         "seconds": round(result.seconds, 3),
         "resumed": bool(getattr(result, "resumed", False)),
         "world_size": int(getattr(result, "world_size", 1)),

@@ -50,6 +50,7 @@ def fingerprint(members, samples, plan) -> dict:
         "crop_sets": list(plan.set_names),
         "crops": plan.requested_set,
         "batch_size": plan.batch_size,
+        "precision": plan.precision,
     }
 
 
@@ -64,6 +65,8 @@ def describe_changes(old: dict, new: dict) -> str:
         changes.append("the crop protocol changed")
     if old.get("crop_sets") != new.get("crop_sets") or old.get("crops") != new.get("crops"):
         changes.append(f"the crop sets changed (was {old.get('crop_sets')} reporting {old.get('crops')!r})")
+    if old.get("precision", "fp32") != new.get("precision"):
+        changes.append(f"the precision changed (resume with --precision {old.get('precision', 'fp32')})")
     if old.get("batch_size") != new.get("batch_size"):
         changes.append(f"the batch size changed (resume with --batch-size {old.get('batch_size')})")
     return "; ".join(changes)

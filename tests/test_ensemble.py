@@ -119,3 +119,15 @@ def test_evaluate_matches_reference_and_counts(samples, images, demo_models, dev
         assert c.top5 == int((top5 == targets[:, None]).any(1).sum())
     # every member was counted on every set
     assert all(result.tally.members[m][s].num_images == 8 for m in range(2) for s in ("1", "10", "72"))
+
+
+def test_bf16_autocast_stays_close_and_keeps_float32_outputs(images, demo_models):
+    runners = place_members(_members(demo_models), torch.device("cpu"), True)
+    batch = torch.stack([extract_crops(im, SMALL) for im in images[:2]])
+    positions = [SMALL.set_indices("10")]
+    fp32 = member_set_sums(batch, runners, positions, chunk_size=72)
+    bf16 = member_set_sums(batch, runners, positions, chunk_size=72, precision="bf16")
+    assert bf16.dtype == torch.float32
+    assert torch.allclose(bf16.sum(-1), fp32.sum(-1), atol=1e-4)  # still sums of probabilities
+    diff = (bf16 - fp32).abs().max().item() / 10
+    assert 0 < diff < 0.05  # bf16 really ran, and stayed close
