@@ -25,11 +25,6 @@ def topk_hits(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] =
     return topk_row_hits(scores, targets.view(-1), ks).sum(dim=-2)
 
 
-def topk_correct(scores: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
-    """`topk_hits` for one [B, C] score matrix, as Python ints."""
-    return [int(v) for v in topk_hits(scores, targets, ks).tolist()]
-
-
 @dataclass
 class Counts:
     """Integer top-1/top-5 correct counts over `num_images` images."""
@@ -37,12 +32,6 @@ class Counts:
     num_images: int = 0
     top1: int = 0
     top5: int = 0
-
-    def add(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
-        c1, c5 = topk_correct(scores, targets, (1, 5))
-        self.num_images += int(targets.shape[0])
-        self.top1 += c1
-        self.top5 += c5
 
     @property
     def top1_err(self) -> float:

@@ -14,8 +14,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .metrics import Counts, Tally
 
 
@@ -144,15 +142,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_predictions(path: Path, rel_paths: list[str], targets: np.ndarray, probs: np.ndarray) -> None:
-    """predictions.npz: paths (str [N]), targets (int64 [N]), probs (float32 [N, C])."""
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp, paths=np.array(rel_paths, dtype=str), targets=targets.astype(np.int64), probs=probs.astype(np.float32)
-    )
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
@@ -236,8 +225,8 @@ def clear_outputs(out: Path) -> None:
 
 
 def write_run(out: Path, config, members, result, device, batch_size: int) -> str:
-    """Write summary.json (and the table files; predictions.npz too when `result.probs` is held in
-    memory, else it is already written) into `out`, and return the terminal text."""
+    """Write summary.json and the table files into `out` (predictions.npz is streamed there by
+    runstate.assemble) and return the terminal text."""
     names = [m.name for m in members]
     cells = table_cells(result.tally, result.crops_per_set, names) if config.table else None
     out.mkdir(parents=True, exist_ok=True)
@@ -248,9 +237,6 @@ def write_run(out: Path, config, members, result, device, batch_size: int) -> st
         atomic_write_text(out / "table.csv", table_csv(cells))
         written += ["table.md", "table.csv"]
         text += render_table(cells, result.tally, result.crops_per_set, names) + "\n"
-    if result.probs is not None:
-        targets = np.array([s.target for s in result.samples], dtype=np.int64)
-        write_predictions(out / "predictions.npz", [s.rel_path for s in result.samples], targets, result.probs)
     record = summary_record(config, members, result, device, batch_size, cells)
     write_json(out / "summary.json", record)
     counts = result.tally.ensemble[result.requested_set]
