@@ -339,7 +339,7 @@ def _evaluate_resumable(config, out: Path, samples, members, device, set_names, 
                     "fix or remove the file, then add --resume)"
                 )
     except KeyboardInterrupt:
-        bar.close()
+        bar.close()  # before the message, so the bar does not overwrite it
         if world.is_main:
             print(
                 f"ensemble-eval: interrupted; progress saved in {out / 'progress'}; resume with:\n"
@@ -428,8 +428,10 @@ def run_validate(args: argparse.Namespace) -> int:
             if ins.errors:
                 continue
             member = member_from(ins)
-            if data_classes is None and not all(0 <= s.target < member.num_classes for s in samples):
-                ins.errors.append(f"the data has class indices beyond this model's {member.num_classes} classes")
+            try:
+                _check_index_labels_fit(samples, member.num_classes)
+            except UserError as exc:
+                ins.errors.append(str(exc))
                 continue
             result = evaluate(
                 subset,

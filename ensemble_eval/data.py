@@ -110,10 +110,15 @@ def _read_labels_csv(labels: Path) -> dict[str, tuple[int, str | None]]:
     return out
 
 
+def _files_by_stem(root: Path) -> dict[str, str]:
+    """Image file names in a flat folder keyed by name without extension (label files omit it)."""
+    return {Path(n).stem: n for n in os.listdir(root) if _is_image(n)}
+
+
 def _read_loc_solution(path: Path, root: Path) -> dict[str, tuple[int, str | None]]:
     """Kaggle's LOC_val_solution.csv: ImageId,PredictionString ("wnid x y x y wnid ...")."""
     mapping = wnid_to_index()
-    by_stem = {Path(n).stem: n for n in os.listdir(root) if _is_image(n)}
+    by_stem = _files_by_stem(root)
     out: dict[str, tuple[int, str | None]] = {}
     rows = csv.reader(path.read_text(encoding="utf-8-sig").splitlines())
     next(rows, None)
@@ -154,7 +159,7 @@ def _read_devkit(devkit: Path, root: Path) -> dict[str, tuple[int, str | None]]:
         ) from exc
     id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in meta if int(s["num_children"]) == 0}
     mapping = wnid_to_index()
-    by_stem = {Path(n).stem: n for n in os.listdir(root) if _is_image(n)}
+    by_stem = _files_by_stem(root)
     out: dict[str, tuple[int, str | None]] = {}
     for number, ilsvrc_id in enumerate(truth, start=1):
         stem = f"ILSVRC2012_val_{number:08d}"

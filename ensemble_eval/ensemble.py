@@ -231,9 +231,13 @@ class Accumulator:
         self.skipped: list[tuple[int, str]] = []
 
     def add(self, result: BatchResult) -> None:
-        self.correct += result.hits.sum(axis=0, dtype=np.int64)
-        self.num_images += int(result.indices.shape[0])
-        self.skipped.extend(result.failures)
+        self.add_hits(result.hits, result.failures)
+
+    def add_hits(self, hits: np.ndarray, failures: list[tuple[int, str]]) -> None:
+        """hits: uint8 [B, M + 1, S, 2] of B evaluated images; failures: (position, reason)."""
+        self.correct += hits.sum(axis=0, dtype=np.int64)
+        self.num_images += int(hits.shape[0])
+        self.skipped.extend(failures)
 
     def tally(self) -> Tally:
         return Tally.from_correct(torch.from_numpy(self.correct), self.num_images, self.set_names)

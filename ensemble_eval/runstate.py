@@ -180,9 +180,7 @@ def assemble(
     acc = Accumulator(num_members, set_names)
     evaluated: list[np.ndarray] = []
     for chunk in store.chunks(("indices", "hits", "skipped_indices", "skipped_reasons")):
-        acc.correct += chunk["hits"].sum(axis=0, dtype=np.int64)
-        acc.num_images += int(chunk["indices"].shape[0])
-        acc.skipped.extend(zip(chunk["skipped_indices"].tolist(), chunk["skipped_reasons"].tolist()))
+        acc.add_hits(chunk["hits"], list(zip(chunk["skipped_indices"].tolist(), chunk["skipped_reasons"].tolist())))
         evaluated.append(chunk["indices"])
     positions = np.concatenate(evaluated) if evaluated else np.zeros(0, dtype=np.int64)
     assert np.all(np.diff(positions) > 0), "chunks out of sample order"
