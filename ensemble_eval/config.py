@@ -19,6 +19,7 @@ from .errors import UserError, short_repr
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 288}  # crops per forward pass
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 DEVICES = ("auto", "cpu", "cuda")
+MERGES = ("mean-prob", "mean-logit", "geo-mean", "max-crop")  # see merge.py; the first is the paper's
 
 
 class ConfigError(UserError):
@@ -49,6 +50,12 @@ class RunConfig:
     strict: bool = False  # stop at the first undecodable image instead of skipping it
     save_every: int = 32  # images per process between progress saves
     precision: str = "fp32"  # forward passes in fp32, or under bf16/fp16 autocast (softmax stays fp32)
+    merge: str = "mean-prob"  # how crops and members are combined (the paper: mean of softmax)
+    compare_merges: bool = False  # also compute every other merge mode in the same pass
+    save_logits: bool = False  # keep float16 per-member, per-crop-group statistics (logits.npz)
+    real_labels: str | None = None  # ImageNet-ReaL real.json: an extra error column
+    curve_samples: int = 64  # member subsets per ensemble size k, when there are more (seeded sample)
+    seed: int = 0  # seed of that sample
     protocol: CropScheme = field(default_factory=CropScheme)
 
     def validate(self) -> None:
@@ -63,21 +70,27 @@ class RunConfig:
             "ema",
             "resume",
             "strict",
+            "compare_merges",
+            "save_logits",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_option(name)} must be true or false, got {short_repr(getattr(self, name))}")
-        for name in ("data", "labels", "out", "crops"):
+        for name in ("data", "labels", "out", "crops", "real_labels"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{_option(name)} must be a string (a path or name), got {short_repr(value)}")
         if not isinstance(self.models, list) or not all(isinstance(m, str) for m in self.models):
             raise ConfigError(f"{_option('models')} must be a list of paths or globs, got {short_repr(self.models)}")
-        for name in ("batch_size", "limit", "save_every"):
+        for name in ("batch_size", "limit", "save_every", "curve_samples"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):
                 raise ConfigError(f"{_option(name)} must be a positive integer, got {short_repr(value)}")
         if type(self.workers) is not int or self.workers < 0:
             raise ConfigError(f"{_option('workers')} must be an integer >= 0, got {short_repr(self.workers)}")
+        if type(self.seed) is not int or self.seed < 0:
+            raise ConfigError(f"{_option('seed')} must be an integer >= 0, got {short_repr(self.seed)}")
+        if self.merge not in MERGES:
+            raise ConfigError(f"{_option('merge')} must be one of {list(MERGES)}, got {short_repr(self.merge)}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"{_option('precision')} must be fp32, bf16 or fp16, got {short_repr(self.precision)}")
         if self.device not in DEVICES:
@@ -90,6 +103,11 @@ class RunConfig:
                 f"--crops {self.crops} is not a crop set of the protocol; choose one of "
                 f"{list(sets)} or define it under protocol.crop_sets in a --config file"
             )
+
+    @property
+    def merges(self) -> tuple[str, ...]:
+        """The merge modes to compute, the reported one first."""
+        return (self.merge,) + tuple(m for m in MERGES if m != self.merge) if self.compare_merges else (self.merge,)
 
     def batch_size_for(self, device_type: str) -> int:
         return self.batch_size or DEFAULT_BATCH_SIZE.get(device_type, DEFAULT_BATCH_SIZE["cpu"])

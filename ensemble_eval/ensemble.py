@@ -21,7 +21,8 @@ from torch import nn
 from .checkpoints import Member
 from .crops import CropScheme
 from .data import DataError, Sample, crop_loader
-from .metrics import Tally, topk_row_hits
+from .merge import CropGroups, class_dtype, curve_subsets, group_statistics, merge_records, statistics_for, table_rows
+from .metrics import Tally, hits_from_top5
 
 log = logging.getLogger(__name__)
 
@@ -78,46 +79,37 @@ def place_members(members: list[Member], device: torch.device, channels_last: bo
 
 
 @torch.inference_mode()
-def member_set_sums(
+def member_logits(
     crops: torch.Tensor,
     runners: list[Runner],
-    set_positions: list[list[int]],
     chunk_size: int,
     channels_last: bool = True,
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """Per member, per image, per crop set: the sum of softmax probabilities over the set's crops.
+    """Every member's logits for every crop, in the canonical class order.
 
-    crops: uint8 [B, K, 3, S, S] on the runners' device. set_positions: for each crop set,
-    positions into the K crops. Returns float32 [M, B, num_sets, C] on the same device.
-    Forward passes run on at most `chunk_size` crops at a time; every chunk is used by every
-    member before the next is made. `precision` bf16/fp16 runs the forward passes under
-    autocast; softmax and the sums stay float32.
+    crops: uint8 [B, K, 3, S, S] on the runners' device. Returns float32 [M, B, K, C] on the
+    same device. Forward passes run on at most `chunk_size` crops at a time; every chunk is
+    used by every member before the next is made. `precision` bf16/fp16 runs the forward
+    passes under autocast; the logits are returned (and softmax later taken) in float32.
     """
     autocast_dtype = PRECISIONS[precision]
     b, k = crops.shape[:2]
     flat = crops.reshape(b * k, *crops.shape[2:])
-    probs: list[list[torch.Tensor]] = [[] for _ in runners]
+    logits: list[list[torch.Tensor]] = [[] for _ in runners]
     for start in range(0, b * k, chunk_size):
         x = flat[start : start + chunk_size].float().div_(255.0)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for i, r in enumerate(runners):
             with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = r.logits(x)
-            probs[i].append(torch.softmax(logits.float(), dim=1))  # softmax and sums in float32
-    out = []
-    all_positions = list(range(k))
-    for member_probs in probs:
-        p = torch.cat(member_probs).view(b, k, -1)  # [B, K, C]
-        per_set = [p.sum(dim=1) if pos == all_positions else p[:, pos].sum(dim=1) for pos in set_positions]
-        out.append(torch.stack(per_set, dim=1))  # [B, num_sets, C]
-    return torch.stack(out)
+                logits[i].append(r.logits(x).float())
+    return torch.stack([torch.cat(per_member).view(b, k, -1) for per_member in logits])
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What one pass computes: which crops of the grid, which sets, how images are batched.
+    """What one pass computes: which crops of the grid, which sets, merges and member subsets.
 
     Batch b holds samples [b * images_per_batch, (b + 1) * images_per_batch): batch ids are
     global, so a resumed or sharded run groups every image exactly as a plain run does.
@@ -131,10 +123,23 @@ class Plan:
     batch_size: int  # crops per forward pass
     images_per_batch: int
     precision: str = "fp32"
+    merges: tuple[str, ...] = ("mean-prob",)  # the first is the reported one
+    subsets: tuple[tuple[int, ...], ...] = ((0,),)  # member subsets: singletons, all, then the curve's
+    save_statistics: bool = False  # keep float16 group statistics per image (--save-logits)
 
     @classmethod
     def make(
-        cls, scheme: CropScheme, set_names: list[str], requested_set: str, batch_size: int, precision: str = "fp32"
+        cls,
+        scheme: CropScheme,
+        set_names: list[str],
+        requested_set: str,
+        batch_size: int,
+        precision: str = "fp32",
+        num_members: int = 1,
+        merges: tuple[str, ...] = ("mean-prob",),
+        curve_samples: int = 64,
+        seed: int = 0,
+        save_statistics: bool = False,
     ) -> Plan:
         assert requested_set in set_names
         indices = sorted({i for name in set_names for i in scheme.set_indices(name)})
@@ -149,6 +154,9 @@ class Plan:
             batch_size,
             max(1, batch_size // len(indices)),
             precision,
+            tuple(merges),
+            tuple(curve_subsets(num_members, curve_samples, seed)),
+            save_statistics,
         )
 
     @property
@@ -159,19 +167,62 @@ class Plan:
     def crops_per_set(self) -> dict[str, int]:
         return {n: len(p) for n, p in zip(self.set_names, self.set_positions)}
 
+    @property
+    def groups(self) -> CropGroups:
+        return CropGroups.from_sets(self.set_positions)
+
+    @property
+    def num_members(self) -> int:
+        return max(len(u) for u in self.subsets)
+
+    @property
+    def rows(self) -> list[int]:
+        """Subset ids of the per-image rows: each member alone, then all members."""
+        return table_rows(self.subsets)
+
     def num_batches(self, num_samples: int) -> int:
         return -(-num_samples // self.images_per_batch)
 
 
 @dataclass
 class BatchResult:
-    """Everything one batch contributes; small enough to persist per chunk of batches."""
+    """Everything one batch contributes; small enough to persist per chunk of batches.
+
+    Rows are the members, then the whole ensemble; R is the number of merge modes computed.
+    """
 
     batch: int  # global batch id
     indices: np.ndarray  # int64 [B], sample positions of the evaluated images
-    probs: np.ndarray  # float32 [B, C], ensemble mean probabilities of the requested set
-    hits: np.ndarray  # uint8 [B, M + 1, S, 2]: top-1/top-5 hit per member (then ensemble) and set
+    probs: np.ndarray  # float32 [B, C], ensemble probabilities of the requested set and first merge
+    hits: np.ndarray  # uint8 [B, M + 1, S, 2]: top-1/top-5 hit per row and set (first merge)
     failures: list[tuple[int, str]]  # (sample position, reason) of undecodable images
+    top5: np.ndarray | None = None  # int16 [B, M + 1, S, R, 5]: the five best classes, best first
+    target_prob: np.ndarray | None = None  # float32 [B, M + 1, S, R]: probability of the true class
+    confidence: np.ndarray | None = None  # float32 [B, M + 1, S, R]: the highest probability
+    subset_correct: np.ndarray | None = None  # int64 [U, S, R, 2]: top-1/top-5 correct per member subset
+    statistics: dict[str, np.ndarray] = field(default_factory=dict)  # float16 [B, M, G, C] per statistic
+
+
+FLOAT16_MAX = 65504.0
+
+
+def empty_result(batch_id: int, plan: Plan, num_classes: int, failures: list[tuple[int, str]]) -> BatchResult:
+    rows, sets, merges = len(plan.rows), len(plan.set_names), len(plan.merges)
+    groups = len(plan.groups.positions)
+    return BatchResult(
+        batch_id,
+        np.zeros(0, np.int64),
+        np.zeros((0, num_classes), np.float32),
+        np.zeros((0, rows, sets, 2), np.uint8),
+        failures,
+        np.zeros((0, rows, sets, merges, 5), class_dtype(num_classes)),
+        np.zeros((0, rows, sets, merges), np.float32),
+        np.zeros((0, rows, sets, merges), np.float32),
+        np.zeros((len(plan.subsets), sets, merges, 2), np.int64),
+        {name: np.zeros((0, plan.num_members, groups, num_classes), np.float16) for name in statistics_for(plan.merges)}
+        if plan.save_statistics
+        else {},
+    )
 
 
 def run_batches(
@@ -185,9 +236,8 @@ def run_batches(
 ) -> Iterator[BatchResult]:
     """Evaluate the given global batches, in order, yielding one BatchResult each."""
     runners = place_members(members, device, channels_last)
-    divisor = len(members) * plan.crops_per_set[plan.requested_set]
-    req = plan.set_names.index(plan.requested_set)
-    positions = [list(p) for p in plan.set_positions]
+    groups = plan.groups
+    names = statistics_for(plan.merges)
     loader = crop_loader(
         samples,
         plan.scheme,
@@ -198,26 +248,34 @@ def run_batches(
     )
     for batch_id, batch in zip(batch_ids, loader):
         if batch.indices.numel() == 0:
-            yield BatchResult(
-                batch_id,
-                np.zeros(0, np.int64),
-                np.zeros((0, members[0].num_classes), np.float32),
-                np.zeros((0, len(members) + 1, len(positions), 2), np.uint8),
-                batch.failures,
-            )
+            yield empty_result(batch_id, plan, members[0].num_classes, batch.failures)
             continue
         crops = batch.crops.to(device, non_blocking=True)
         targets = batch.targets.to(device, non_blocking=True)
-        sums = member_set_sums(crops, runners, positions, plan.batch_size, channels_last, plan.precision)
-        ensemble = sums.sum(dim=0)  # [B, S, C]
-        scores = torch.cat([sums, ensemble[None]])  # [M + 1, B, S, C]
-        hits = topk_row_hits(scores, targets.view(1, -1, 1), (1, 5))  # [M + 1, B, S, 2]
+        with torch.inference_mode():
+            logits = member_logits(crops, runners, plan.batch_size, channels_last, plan.precision)  # [M, B, K, C]
+            statistics = group_statistics(logits, groups, names)  # {name: [M, B, G, C]}
+            records, subset_correct, requested = merge_records(
+                statistics, targets, groups, plan.subsets, plan.merges, plan.set_names.index(plan.requested_set)
+            )
+        hits = hits_from_top5(records["top5"][..., 0, :], batch.targets.numpy())  # first merge
+        saved = {}
+        if plan.save_statistics:
+            saved = {
+                name: stat.clamp(-FLOAT16_MAX, FLOAT16_MAX).permute(1, 0, 2, 3).to(torch.float16).cpu().numpy()
+                for name, stat in statistics.items()
+            }
         yield BatchResult(
             batch_id,
             batch.indices.numpy(),
-            (ensemble[:, req] / divisor).cpu().numpy(),
-            hits.permute(1, 0, 2, 3).to(torch.uint8).cpu().numpy(),
+            requested,
+            hits.astype(np.uint8),
             batch.failures,
+            records["top5"],
+            records["target_prob"],
+            records["confidence"],
+            subset_correct,
+            saved,
         )
 
 
@@ -289,6 +347,11 @@ class EvalResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
     resumed: bool = False
     world_size: int = 1
+    merges: tuple[str, ...] = ("mean-prob",)
+
+    @property
+    def num_images(self) -> int:
+        return self.tally.ensemble[self.requested_set].num_images
 
 
 def evaluate(
@@ -311,7 +374,7 @@ def evaluate(
     forward pass; a loader batch holds max(1, batch_size // K) images. Undecodable images
     raise DataError when `strict`, else they are left out and listed in `skipped`.
     """
-    plan = Plan.make(scheme, set_names, requested_set, batch_size, precision)
+    plan = Plan.make(scheme, set_names, requested_set, batch_size, precision, num_members=len(members))
     acc = Accumulator(len(members), set_names)
     probs = np.zeros((len(samples), members[0].num_classes), dtype=np.float32)
     evaluated = np.zeros(len(samples), dtype=bool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -48,6 +49,8 @@ class Counts:
             "top5_correct": self.top5,
             "top1_err": self.top1_err,
             "top5_err": self.top5_err,
+            "top1_err_ci": list(wilson_interval(self.num_images - self.top1, self.num_images)),
+            "top5_err_ci": list(wilson_interval(self.num_images - self.top5, self.num_images)),
         }
 
 
@@ -73,3 +76,63 @@ class Tally:
             for name, (top1, top5) in zip(set_names, per_set):
                 row[name] = Counts(num_images, top1, top5)
         return tally
+
+
+def hits_from_top5(top5: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Top-1 and top-5 hits from best-first class lists: top5 int [N, ..., 5], targets int [N] -> bool [N, ..., 2]."""
+    t = np.asarray(targets).reshape((-1,) + (1,) * (top5.ndim - 1))
+    return np.stack([top5[..., 0] == t[..., 0], (top5 == t).any(axis=-1)], axis=-1)
+
+
+CONFIDENCE_LEVEL = 0.95
+ECE_BINS = 15
+
+
+def wilson_interval(errors: int, n: int, level: float = CONFIDENCE_LEVEL) -> tuple[float, float]:
+    """Wilson score interval for an error rate of `errors` out of `n` images (NaN when n is 0)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(errors), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
+    """Exact (binomial) McNemar test of two classifiers' correctness on the same images.
+
+    a_correct, b_correct: bool [N]. Only discordant images count: `a_only` right for A and
+    wrong for B, `b_only` the reverse. Under the null hypothesis each discordant image is a
+    fair coin; the two-sided p-value is 1 when there is no discordant image.
+    """
+    a_only = int(np.sum(a_correct & ~b_correct))
+    b_only = int(np.sum(~a_correct & b_correct))
+    p = 1.0
+    if a_only + b_only:
+        from scipy.stats import binomtest
+
+        p = float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    return {"num_images": int(len(a_correct)), "a_only_correct": a_only, "b_only_correct": b_only, "p_value": p}
+
+
+def negative_log_likelihood(target_prob: np.ndarray) -> float:
+    """Mean -log p(true class); probabilities below float32's smallest normal count as that value."""
+    if target_prob.size == 0:
+        return float("nan")
+    p = np.maximum(target_prob.astype(np.float64), float(np.finfo(np.float32).tiny))
+    return float(-np.log(p).mean())
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE with equal-width confidence bins (Guo et al. 2017): sum over bins of |accuracy - confidence|
+    weighted by the bin's share of images. confidence: float [N] (top probability); correct: bool [N] (top-1)."""
+    if confidence.size == 0:
+        return float("nan")
+    conf = confidence.astype(np.float64)
+    which = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)  # bin b holds (b/bins, (b+1)/bins]
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.sum() * abs(correct[inside].mean() - conf[inside].mean())
+    return float(total / conf.size)

@@ -27,6 +27,7 @@ from .ensemble import Accumulator, BatchResult
 from .errors import UserError
 
 PROGRESS_DIR = "progress"
+PER_IMAGE = ("probs", "hits", "top5", "target_prob", "confidence")  # BatchResult fields kept per image
 
 
 class ResumeError(UserError):
@@ -51,6 +52,9 @@ def fingerprint(members, samples, plan) -> dict:
         "crops": plan.requested_set,
         "batch_size": plan.batch_size,
         "precision": plan.precision,
+        "merges": list(plan.merges),
+        "subsets": [list(u) for u in plan.subsets],
+        "save_logits": plan.save_statistics,
     }
 
 
@@ -67,6 +71,12 @@ def describe_changes(old: dict, new: dict) -> str:
         changes.append(f"the crop sets changed (was {old.get('crop_sets')} reporting {old.get('crops')!r})")
     if old.get("precision", "fp32") != new.get("precision"):
         changes.append(f"the precision changed (resume with --precision {old.get('precision', 'fp32')})")
+    if old.get("merges") != new.get("merges"):
+        changes.append(f"the merge modes changed (the run computes {old.get('merges')})")
+    if old.get("subsets") != new.get("subsets"):
+        changes.append("the ensemble-size curve's member subsets changed (--curve-samples or --seed)")
+    if old.get("save_logits") != new.get("save_logits"):
+        changes.append(f"--save-logits changed (resume {'with' if old.get('save_logits') else 'without'} it)")
     if old.get("batch_size") != new.get("batch_size"):
         changes.append(f"the batch size changed (resume with --batch-size {old.get('batch_size')})")
     return "; ".join(changes)
@@ -135,10 +145,11 @@ class ProgressStore:
             self.dir / f"chunk-{self.seq:08d}.npz",
             batches=np.array([r.batch for r in results], dtype=np.int64),
             indices=np.concatenate([r.indices for r in results]),
-            probs=np.concatenate([r.probs for r in results]),
-            hits=np.concatenate([r.hits for r in results]),
             skipped_indices=np.array([i for i, _ in failures], dtype=np.int64),
             skipped_reasons=np.array([m for _, m in failures], dtype=str),
+            subset_correct=sum(r.subset_correct for r in results),
+            **{f: np.concatenate([getattr(r, f) for r in results]) for f in PER_IMAGE},
+            **{f"stat_{n}": np.concatenate([r.statistics[n] for r in results]) for n in results[0].statistics},
         )
         self.seq += 1
 
@@ -169,29 +180,80 @@ def _write_npy_stream(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tu
             fh.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
 
 
-def assemble(
-    store: ProgressStore, samples, num_members: int, set_names, num_classes: int, predictions: Path
-) -> Accumulator:
-    """Counts, skipped images and predictions.npz from the chunks, streamed chunk by chunk.
+def _per_image_layout(plan, num_classes: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """dtype and per-image shape of every array kept per image."""
+    from .ensemble import class_dtype
+    from .merge import statistics_for
 
-    predictions.npz: paths (str [N]), targets (int64 [N]), probs (float32 [N, C]) for the
-    evaluated images in sample order (undecodable images left out).
+    rows, sets, merges = len(plan.rows), len(plan.set_names), len(plan.merges)
+    layout = {
+        "probs": (np.float32, (num_classes,)),
+        "top5": (class_dtype(num_classes), (rows, sets, merges, 5)),
+        "target_prob": (np.float32, (rows, sets, merges)),
+        "confidence": (np.float32, (rows, sets, merges)),
+    }
+    if plan.save_statistics:
+        groups = len(plan.groups.positions)
+        for name in statistics_for(plan.merges):
+            layout[f"stat_{name}"] = (np.float16, (plan.num_members, groups, num_classes))
+    return layout
+
+
+def assemble(store: ProgressStore, samples, plan, member_names: list[str], num_classes: int, out: Path) -> Accumulator:
+    """Counts and skipped images from the chunks; predictions.npz (and logits.npz) streamed from them.
+
+    predictions.npz holds, for the evaluated images in sample order (undecodable ones left out):
+    paths, targets, probs (float32 [N, C]: the ensemble, requested crop set, first merge) and the
+    per-image records every table, test and curve is computed from (see report.load_run).
+    logits.npz (--save-logits) holds the float16 group statistics [N, M, G, C] per merge mode.
     """
-    acc = Accumulator(num_members, set_names)
+    acc = Accumulator(len(member_names), plan.set_names)
     evaluated: list[np.ndarray] = []
-    for chunk in store.chunks(("indices", "hits", "skipped_indices", "skipped_reasons")):
+    subset_correct = np.zeros((len(plan.subsets), len(plan.set_names), len(plan.merges), 2), np.int64)
+    for chunk in store.chunks(("indices", "hits", "skipped_indices", "skipped_reasons", "subset_correct")):
         acc.add_hits(chunk["hits"], list(zip(chunk["skipped_indices"].tolist(), chunk["skipped_reasons"].tolist())))
         evaluated.append(chunk["indices"])
+        subset_correct += chunk["subset_correct"]
     positions = np.concatenate(evaluated) if evaluated else np.zeros(0, dtype=np.int64)
     assert np.all(np.diff(positions) > 0), "chunks out of sample order"
-    paths = np.array([samples[i].rel_path for i in positions], dtype=str)
-    targets = np.array([samples[i].target for i in positions], dtype=np.int64)
-    tmp = predictions.with_name("." + predictions.name + ".tmp")
+    n = len(positions)
+    common = {
+        "paths": np.array([samples[i].rel_path for i in positions], dtype=str),
+        "targets": np.array([samples[i].target for i in positions], dtype=np.int64),
+        "member_names": np.array(member_names, dtype=str),
+        "set_names": np.array(plan.set_names, dtype=str),
+        "crops_per_set": np.array([len(p) for p in plan.set_positions], dtype=np.int64),
+        "merges": np.array(plan.merges, dtype=str),
+    }
+    layout = _per_image_layout(plan, num_classes)
+    fixed = {
+        "subsets": np.array([[m in u for m in range(plan.num_members)] for u in plan.subsets], dtype=bool),
+        "subset_correct": subset_correct,
+    }
+    _write_npz(
+        out / "predictions.npz",
+        common | fixed,
+        {f: layout[f] for f in layout if not f.startswith("stat_")},
+        store,
+        n,
+    )
+    if plan.save_statistics:
+        groups = plan.groups
+        set_groups = np.array([[g in s for g in range(len(groups.positions))] for s in groups.sets], dtype=bool)
+        stats = {f: layout[f] for f in layout if f.startswith("stat_")}
+        extra = {"group_sizes": np.array(groups.sizes, dtype=np.int64), "set_groups": set_groups}
+        _write_npz(out / "logits.npz", common | extra, stats, store, n)
+    return acc
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray], streamed: dict, store: ProgressStore, n: int) -> None:
+    """An uncompressed .npz: small arrays as they are, per-image arrays streamed chunk by chunk."""
+    tmp = path.with_name("." + path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, array in (("paths", paths), ("targets", targets)):
+        for name, array in arrays.items():
             with zf.open(name + ".npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, array, allow_pickle=False)
-        blocks = (chunk["probs"] for chunk in store.chunks(("probs",)))
-        _write_npy_stream(zf, "probs", np.float32, (len(positions), num_classes), blocks)
-    os.replace(tmp, predictions)
-    return acc
+        for name, (dtype, shape) in streamed.items():
+            blocks = (chunk[name] for chunk in store.chunks((name,)))
+            _write_npy_stream(zf, name.removeprefix("stat_"), dtype, (n, *shape), blocks)
+    os.replace(tmp, path)

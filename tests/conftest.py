@@ -35,6 +35,15 @@ SMALL = CropScheme(
 )
 
 
+def set_sums(crops, runners, set_positions, chunk_size, channels_last=True, precision="fp32") -> torch.Tensor:
+    """Per member, image and crop set: the sum of softmax probabilities over the set's crops,
+    from the tool's batched forward passes. crops uint8 [B, K, 3, S, S] -> float32 [M, B, S, C]."""
+    from ensemble_eval.ensemble import member_logits
+
+    probs = torch.softmax(member_logits(crops, runners, chunk_size, channels_last, precision), dim=-1)
+    return torch.stack([probs[:, :, list(pos)].sum(dim=2) for pos in set_positions], dim=2)
+
+
 @pytest.fixture(scope="session")
 def samples():
     return list_samples(DATA)

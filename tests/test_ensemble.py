@@ -7,12 +7,12 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICES, SMALL
+from conftest import DEVICES, SMALL, set_sums
 from reference_protocol import reference_probs
 
 from ensemble_eval.checkpoints import Convention, Member
 from ensemble_eval.crops import extract_crops
-from ensemble_eval.ensemble import evaluate, member_set_sums, place_members
+from ensemble_eval.ensemble import evaluate, place_members
 from ensemble_eval.models import ArchSpec
 
 # Two members with different input conventions: each must get its own normalization.
@@ -44,7 +44,7 @@ def test_set_sums_equal_naive_per_crop_reference(images, demo_models, channels_l
     set_names = list(SMALL.crop_sets)
     positions = [SMALL.set_indices(n) for n in set_names]
     batch = torch.stack([extract_crops(im, SMALL) for im in images[:2]])  # [2, 72, 3, 64, 64]
-    sums = member_set_sums(batch, runners, positions, chunk_size=40, channels_last=channels_last)
+    sums = set_sums(batch, runners, positions, chunk_size=40, channels_last=channels_last)
     assert sums.shape == (2, 2, 3, 1000) and sums.dtype == torch.float32
     for b, image in enumerate(images[:2]):
         for s, name in enumerate(set_names):
@@ -65,8 +65,8 @@ def test_chunk_size_does_not_change_results(images, demo_models):
     runners = place_members(_members(demo_models), torch.device("cpu"), True)
     batch = torch.stack([extract_crops(im, SMALL) for im in images[:2]])
     positions = [SMALL.set_indices("72")]
-    a = member_set_sums(batch, runners, positions, chunk_size=144)
-    b = member_set_sums(batch, runners, positions, chunk_size=7)
+    a = set_sums(batch, runners, positions, chunk_size=144)
+    b = set_sums(batch, runners, positions, chunk_size=7)
     assert torch.allclose(a, b, atol=1e-5, rtol=0)
 
 
@@ -75,7 +75,7 @@ def test_probabilities_are_averaged_not_logits(images, demo_models):
     members = _members(demo_models)[:1]
     runners = place_members(members, torch.device("cpu"), False)
     crops = extract_crops(images[0], SMALL)
-    (sums,) = member_set_sums(crops[None], runners, [list(range(72))], chunk_size=72, channels_last=False)[:, 0, 0]
+    (sums,) = set_sums(crops[None], runners, [list(range(72))], chunk_size=72, channels_last=False)[:, 0, 0]
     with torch.inference_mode():
         x = (crops.float() / 255 - runners[0].mean) / runners[0].std
         logits = members[0].model(x)
@@ -125,8 +125,8 @@ def test_bf16_autocast_stays_close_and_keeps_float32_outputs(images, demo_models
     runners = place_members(_members(demo_models), torch.device("cpu"), True)
     batch = torch.stack([extract_crops(im, SMALL) for im in images[:2]])
     positions = [SMALL.set_indices("10")]
-    fp32 = member_set_sums(batch, runners, positions, chunk_size=72)
-    bf16 = member_set_sums(batch, runners, positions, chunk_size=72, precision="bf16")
+    fp32 = set_sums(batch, runners, positions, chunk_size=72)
+    bf16 = set_sums(batch, runners, positions, chunk_size=72, precision="bf16")
     assert bf16.dtype == torch.float32
     assert torch.allclose(bf16.sum(-1), fp32.sum(-1), atol=1e-4)  # still sums of probabilities
     diff = (bf16 - fp32).abs().max().item() / 10

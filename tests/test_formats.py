@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import DATA, save_checkpoint
+from conftest import DATA, save_checkpoint, set_sums
 from torchvision.models import GoogLeNet
 
 from ensemble_eval.checkpoints import (
@@ -238,7 +238,7 @@ def test_mixed_ensemble_matches_each_members_own_pipeline(tmp_path, demo_models,
     from torchvision.transforms import v2
 
     from ensemble_eval.crops import CropScheme, extract_crops
-    from ensemble_eval.ensemble import member_set_sums, place_members
+    from ensemble_eval.ensemble import place_members
 
     rgb_model = demo_models[0]
     # A Caffe-style member made from demo model 1: it expects BGR 0-255 minus the Caffe mean.
@@ -259,7 +259,7 @@ def test_mixed_ensemble_matches_each_members_own_pipeline(tmp_path, demo_models,
     scheme = CropScheme(scales=(72,), crop_size=64, crop_sets={"all": {}})
     crops = torch.stack([extract_crops(im, scheme) for im in images[:2]])  # [2, 36, 3, 64, 64]
     runners = place_members(members, torch.device("cpu"), channels_last=False)
-    sums = member_set_sums(crops, runners, [list(range(36))], chunk_size=36, channels_last=False)  # [2, 2, 1, C]
+    sums = set_sums(crops, runners, [list(range(36))], chunk_size=36, channels_last=False)  # [2, 2, 1, C]
     flat = crops.reshape(-1, 3, 64, 64)
     with torch.inference_mode():
         rgb_in = v2.Normalize(imagenet_mean, imagenet_std)(flat.float() / 255)

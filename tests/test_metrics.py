@@ -56,3 +56,48 @@ def test_batched_hits_equal_per_slice_counts():
     for m in range(3):
         for s in range(4):
             assert hits[m, s].tolist() == topk_hits(scores[m, s], targets, (1, 5)).tolist()
+
+
+def test_wilson_interval_equals_the_closed_form():
+    import math
+
+    from ensemble_eval.metrics import wilson_interval
+
+    z = 1.959963984540054  # the 97.5% normal quantile
+    for errors, n in [(3, 10), (0, 8), (8, 8), (4500, 50000)]:
+        p = errors / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        lo, hi = wilson_interval(errors, n)
+        assert abs(lo - max(0.0, centre - half)) < 1e-12 and abs(hi - min(1.0, centre + half)) < 1e-12
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+def test_exact_mcnemar_equals_a_plain_binomial_sum():
+    import math
+
+    import numpy as np
+
+    from ensemble_eval.metrics import mcnemar_exact
+
+    a = np.array([1, 1, 1, 1, 1, 1, 0, 0, 1, 0], dtype=bool)
+    b = np.array([0, 0, 0, 0, 0, 1, 1, 0, 1, 0], dtype=bool)
+    result = mcnemar_exact(a, b)
+    assert (result["a_only_correct"], result["b_only_correct"], result["num_images"]) == (5, 1, 10)
+    tail = sum(math.comb(6, i) for i in range(0, 2)) / 2**6  # P(X <= 1), X ~ Bin(6, 1/2)
+    assert abs(result["p_value"] - 2 * tail) < 1e-12
+    assert mcnemar_exact(a, a)["p_value"] == 1.0  # no discordant image
+
+
+def test_nll_and_ece_by_hand():
+    import numpy as np
+
+    from ensemble_eval.metrics import expected_calibration_error, negative_log_likelihood
+
+    assert abs(negative_log_likelihood(np.array([0.5, 0.25], np.float32)) - (np.log(2) + np.log(4)) / 2) < 1e-9
+    assert np.isfinite(negative_log_likelihood(np.array([0.0], np.float32)))  # clipped, not inf
+    conf = np.array([0.95, 0.95, 0.55, 0.55])
+    correct = np.array([True, False, True, True])
+    # bins (0.933, 1]: accuracy 0.5 vs confidence 0.95; (0.533, 0.6]: accuracy 1 vs 0.55
+    assert abs(expected_calibration_error(conf, correct) - (0.5 * 0.45 + 0.5 * 0.45)) < 1e-12
+    assert expected_calibration_error(np.array([1.0, 1.0]), np.array([True, True])) == 0.0
