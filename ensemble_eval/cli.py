@@ -2,6 +2,8 @@
 
     ensemble-eval --models ... --data ...     evaluate (the main command)
     ensemble-eval validate CKPT ...           inspect checkpoints, one verdict per file
+    ensemble-eval check-data DIR              decode every image first, list the problems
+    ensemble-eval report RUN_DIR              rebuild a finished run's tables and curves
 
 Exit codes: 0 success; 1 `validate` found unusable checkpoints; 2 a user error (bad flag,
 path, checkpoint, image, config), reported in one line; 3 finished, but undecodable images
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .config import MERGES
 from .errors import UserError
 
 log = logging.getLogger("ensemble_eval")
@@ -51,7 +54,15 @@ examples:
   # check checkpoints first (format, architecture, classes, input convention, verdict)
   ensemble-eval validate ckpts/*
 
-outputs (in --out): summary.json, predictions.npz, and with --table table.md, table.csv
+  # everything the paper's Table 3 needs, all four merge modes, and the raw material for `report`
+  ensemble-eval --models 'ckpts/*.pt' --data val/ --table --compare-merges --save-logits --out runs/t3
+
+  # rebuild tables, tests and curves from a finished run, without the models (here: 3 members)
+  ensemble-eval report runs/t3 --members 0 2 5
+
+outputs (in --out): summary.json, predictions.npz, per_class.csv; with --table table.md, table.csv;
+with 2+ models curve.csv (and curve.png when matplotlib is installed); with --compare-merges
+merges.csv; with --save-logits logits.npz. See README "Output files".
 """
 
 VALIDATE_EPILOG = """\
@@ -143,6 +154,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the full crop grid once and report every crop set x {best member, all members}",
     )
     g.add_argument("--config", metavar="FILE.yaml", help="YAML run config / crop scheme (see configs/ilsvrc2014.yaml)")
+    g.add_argument(
+        "--merge",
+        choices=list(MERGES),
+        help="how crops and members are combined: mean-prob (default, the paper's), mean-logit, geo-mean, "
+        "max-crop (max over crops, then mean over members)",
+    )
+    g.add_argument(
+        "--compare-merges",
+        action="store_true",
+        default=None,
+        help="compute every merge mode in the same pass and compare them (merges.csv)",
+    )
+
+    g = p.add_argument_group("analysis")
+    g.add_argument(
+        "--real-labels", metavar="FILE.json", help="ImageNet-ReaL labels (real.json): adds ReaL error columns"
+    )
+    g.add_argument(
+        "--save-logits",
+        action="store_true",
+        default=None,
+        help="keep float16 per-member, per-crop-group statistics (logits.npz) for `ensemble-eval report`",
+    )
+    g.add_argument(
+        "--curve-samples",
+        type=_positive_int,
+        metavar="N",
+        help="ensemble-size curve: member subsets per size when there are more than N (default 64, seeded sample)",
+    )
+    g.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed of the curve's subset sample (default 0)")
 
     g = p.add_argument_group("execution")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default auto: cuda if present)")
@@ -255,6 +296,12 @@ def run_eval(config) -> int:
     _check_index_labels_fit(samples, members[0].num_classes)
     if config.limit is not None:
         samples = samples[: config.limit]
+    real = None
+    if config.real_labels:
+        from .analysis import check_real_labels_cover, read_real_labels
+
+        real = read_real_labels(config.real_labels, members[0].num_classes)
+        check_real_labels_cover(real, [s.rel_path for s in samples], config.real_labels)
 
     scheme = config.protocol
     set_names = list(scheme.crop_sets) if config.table else [config.crops]
@@ -264,7 +311,7 @@ def run_eval(config) -> int:
 
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
-    return _evaluate_resumable(config, out, samples, members, device, set_names, batch_size)
+    return _evaluate_resumable(config, out, samples, members, device, set_names, batch_size, real)
 
 
 def _resume_command(out: Path) -> str:
@@ -274,21 +321,33 @@ def _resume_command(out: Path) -> str:
     return "ensemble-eval " + " ".join(args) + " --resume"
 
 
-def _evaluate_resumable(config, out: Path, samples, members, device, set_names, batch_size) -> int:
+def _evaluate_resumable(config, out: Path, samples, members, device, set_names, batch_size, real) -> int:
     """The evaluation proper: sharded over torchrun processes, saved in chunks, resumable."""
     import itertools
     import signal
 
     from . import distributed as D
+    from .analysis import analyze, load_records
     from .data import DataError
     from .ensemble import Accumulator, EvalResult, Plan, progress_bar, run_batches, show_progress
-    from .report import clear_outputs, write_run
+    from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis, write_json
     from .runstate import ProgressStore, ResumeError, assemble, fingerprint
 
     world = D.world_from_env()
     device = D.init(world, device)
     out = Path(D.broadcast_from_main(str(out), world))  # one run directory for every process
-    plan = Plan.make(config.protocol, set_names, config.crops, batch_size, config.precision)
+    plan = Plan.make(
+        config.protocol,
+        set_names,
+        config.crops,
+        batch_size,
+        config.precision,
+        num_members=len(members),
+        merges=config.merges,
+        curve_samples=config.curve_samples,
+        seed=config.seed,
+        save_statistics=config.save_logits,
+    )
     store = ProgressStore(out)
     opened: tuple = (set(), None)
     if world.is_main:
@@ -355,7 +414,9 @@ def _evaluate_resumable(config, out: Path, samples, members, device, set_names, 
     code = EXIT_OK
     if world.is_main:
         clear_outputs(out)
-        total = assemble(store, samples, len(members), set_names, members[0].num_classes, out / "predictions.npz")
+        names = [m.name for m in members]
+        num_classes = members[0].num_classes
+        total = assemble(store, samples, plan, names, num_classes, out)
         result = EvalResult(
             samples=[],
             set_names=set_names,
@@ -368,8 +429,15 @@ def _evaluate_resumable(config, out: Path, samples, members, device, set_names, 
             skipped=[(samples[i].rel_path, reason) for i, reason in total.skipped],
             resumed=bool(done),
             world_size=world.world_size,
+            merges=plan.merges,
         )
-        print(write_run(out, config, members, result, device, batch_size), end="")
+        records = load_records(out)
+        analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "")
+        record = with_analysis(summary_record(config, members, result, device, batch_size), analysis)
+        written = ["summary.json", "predictions.npz"] + (["logits.npz"] if config.save_logits else [])
+        written += analysis_files(out, record)
+        write_json(out / "summary.json", record)
+        print(run_text(record, written, out, seconds, str(device)), end="")
         store.finish()
         code = EXIT_SKIPPED if result.skipped else EXIT_OK
     code = D.broadcast_from_main(code, world)
@@ -501,10 +569,135 @@ def run_check_data(args: argparse.Namespace) -> int:
     return EXIT_UNUSABLE if problems else EXIT_OK
 
 
+REPORT_EPILOG = """\
+examples:
+  ensemble-eval report runs/t3                          # rebuild every table, test and curve (exact)
+  ensemble-eval report runs/t3 --real-labels real.json  # add ReaL error columns
+  ensemble-eval report runs/t3 --merge max-crop         # another merge mode the run computed
+  ensemble-eval report runs/t3 --members 0 2 a.pt       # a subset of members (needs --save-logits)
+
+Without --members (or --curve-samples/--seed) the numbers come from predictions.npz and equal
+the run's exactly. Member subsets are rebuilt from logits.npz, whose float16 statistics can turn a
+near-tie the other way; the report says how many top-1 predictions then differ from the run's.
+Files go to RUN_DIR/report unless --out says otherwise; the run's own files are never changed.
+"""
+
+
+def build_report_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ensemble-eval report",
+        allow_abbrev=False,
+        description="Rebuild a finished run's tables, intervals, paired tests, curves and per-class errors "
+        "from its run directory, without the models.",
+        epilog=REPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of a finished evaluation")
+    p.add_argument("--out", metavar="DIR", help="where the rebuilt files go (default RUN_DIR/report)")
+    p.add_argument("--members", nargs="+", metavar="ID", help="members to keep: indices (0 = first) or file names")
+    p.add_argument("--merge", choices=list(MERGES), help="the merge mode to report (default: the run's)")
+    p.add_argument("--crops", metavar="SET", help="the crop set of the summary line and per-class errors")
+    p.add_argument("--real-labels", metavar="FILE.json", help="ImageNet-ReaL labels: adds ReaL error columns")
+    p.add_argument("--curve-samples", type=_positive_int, metavar="N", help="subsets per ensemble size (logits)")
+    p.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed of the curve's subset sample (logits)")
+    return p
+
+
+def _pick_members(wanted: list[str] | None, names: list[str]) -> list[int]:
+    if not wanted:
+        return list(range(len(names)))
+    ids = []
+    for w in wanted:
+        if w.isdigit() and int(w) < len(names):
+            ids.append(int(w))
+        elif w in names:
+            ids.append(names.index(w))
+        else:
+            raise UserError(
+                f"--members {w}: no such member; the run's members are "
+                + ", ".join(f"{i} ({n})" for i, n in enumerate(names))
+            )
+    if len(set(ids)) != len(ids):
+        raise UserError("--members names a member twice; list each once")
+    return ids
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .analysis import RunDirError, analyze, load_records, read_real_labels, records_from_logits
+    from .report import analysis_files, clear_outputs, run_text, with_analysis, write_json
+
+    run = Path(args.run_dir)
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+        assert isinstance(summary, dict) and isinstance(summary.get("models"), list)
+    except FileNotFoundError:
+        raise RunDirError(f"{run} holds no summary.json; pass the --out directory of a finished run") from None
+    except (OSError, ValueError, AssertionError) as exc:
+        raise RunDirError(f"{run / 'summary.json'} cannot be read ({exc.__class__.__name__}); evaluate again") from exc
+    out = Path(args.out) if args.out else run / "report"
+    if out.resolve() == run.resolve():
+        raise UserError(f"--out {out} is the run directory itself; the run's files are kept, choose another --out")
+    previous = out / "summary.json"
+    if previous.exists() and "rebuilt_from" not in json.loads(previous.read_text() or "{}"):
+        raise UserError(f"--out {out} holds an evaluation's results; choose another --out")
+
+    records = load_records(run)
+    ids = _pick_members(args.members, records.member_names)
+    merge = args.merge or records.merges[0]
+    crops = args.crops or summary.get("crops", records.set_names[0])
+    if crops not in records.set_names:
+        raise UserError(f"--crops {crops}: the run computed the crop sets {records.set_names}; choose one of them")
+    from_logits = ids != list(range(len(records.member_names))) or args.curve_samples or args.seed is not None
+    source = "predictions.npz"
+    differing = None
+    if from_logits:
+        merges = [merge] + [m for m in records.merges if m != merge]
+        exact = records.with_merge_first(merge)
+        records = records_from_logits(
+            run,
+            ids,
+            merges,
+            args.curve_samples or 64,
+            args.seed or 0,
+            crops,
+        )
+        source = "logits.npz (float16 group statistics)"
+        if len(ids) == 1 or ids == list(range(len(exact.member_names))):  # rows the run also computed exactly
+            rows = [ids[0], len(exact.member_names) if len(ids) > 1 else ids[0]]
+            differing = int((records.top5[:, -1, :, 0, 0] != exact.top5[:, rows[-1], :, 0, 0]).sum())
+    else:
+        records = records.with_merge_first(merge)
+    real = None
+    if args.real_labels:
+        real = read_real_labels(args.real_labels, summary.get("num_classes", 1000))
+    analysis = analyze(
+        records, crops, int(summary.get("num_classes", 1000)), "table" in summary, real, args.real_labels or ""
+    )
+    record = with_analysis(summary | {"crops": crops}, analysis, ids)
+    record["num_crops"] = records.crops_per_set[crops]
+    record["rebuilt_from"] = source
+    record["run_dir"] = str(run)
+    if differing is not None:
+        record["top1_predictions_differing_from_run"] = differing
+    out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(out)
+    written = ["summary.json"] + analysis_files(out, record)
+    write_json(out / "summary.json", record)
+    text = run_text(record, written, out, None, None)
+    print(
+        f"rebuilt from {run / source.split()[0]}"
+        + ("" if differing is None else f"; {differing} top-1 predictions differ from the run's (float16 near-ties)")
+    )
+    print(text, end="")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if argv and argv[0] == "report":
+            return run_report(build_report_parser().parse_args(argv[1:]))
         if argv and argv[0] == "check-data":
             return run_check_data(build_check_data_parser().parse_args(argv[1:]))
         if argv and argv[0] == "validate":

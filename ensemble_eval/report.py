@@ -11,91 +11,29 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from .metrics import Counts, Tally
-
-
-@dataclass(frozen=True)
-class TableCell:
-    """One row of the paper's Table 3."""
-
-    label: str  # "best member (name)" or "all members"
-    models: int
-    crops: int
-    cost: int  # models x crops
-    top1_err: float
-    top5_err: float
-    delta_top5: float  # top5_err minus the 1-model, fewest-crops base
-
-
-def best_member(tally: Tally, base_set: str) -> int:
-    """Index of the member with the lowest top-1 error on `base_set` (first one on ties).
-
-    This is how the paper chose its single-model rows.
-    """
-    correct = [m[base_set].top1 for m in tally.members]
-    return max(range(len(correct)), key=lambda i: (correct[i], -i))
-
-
-def table_cells(tally: Tally, crops_per_set: dict[str, int], member_names: list[str]) -> list[TableCell]:
-    """Rows for the best single member and (with 2+ members) for all members, per crop set."""
-    sets = sorted(tally.set_names, key=lambda s: (crops_per_set[s], tally.set_names.index(s)))
-    best = best_member(tally, sets[0])
-    base = tally.members[best][sets[0]].top5_err
-    num_members = len(tally.members)
-    groups: list[tuple[str, int, dict[str, Counts]]] = [(f"best member ({member_names[best]})", 1, tally.members[best])]
-    if num_members > 1:
-        groups.append(("all members", num_members, tally.ensemble))
-    cells = []
-    for label, models, counts in groups:
-        for s in sets:
-            c = counts[s]
-            n = crops_per_set[s]
-            cells.append(TableCell(label, models, n, models * n, c.top1_err, c.top5_err, c.top5_err - base))
-    return cells
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def _rows(cells: list[TableCell]) -> list[list[str]]:
-    # The first cell is the base (best member, fewest crops) the deltas are measured from.
-    return [
-        [
-            c.label,
-            str(c.models),
-            str(c.crops),
-            str(c.cost),
-            _pct(c.top1_err),
-            _pct(c.top5_err),
-            "base" if i == 0 else f"{100 * c.delta_top5:+.2f}",
-        ]
-        for i, c in enumerate(cells)
-    ]
+def _pct_ci(err: float, ci: list[float]) -> str:
+    """'31.25 (28.10-34.61)': a percentage with its 95% interval."""
+    return f"{100 * err:.2f} ({100 * ci[0]:.2f}-{100 * ci[1]:.2f})"
 
 
-TABLE_HEADER = ["Members", "Models", "Crops", "Cost", "Top-1 err", "Top-5 err", "Δ top-5 (pts)"]
-
-
-def _member_rows(
-    tally: Tally, crops_per_set: dict[str, int], member_names: list[str]
-) -> tuple[list[str], list[list[str]]]:
-    sets = sorted(tally.set_names, key=lambda s: crops_per_set[s])
-    header = ["Member"] + [f"{label} @{crops_per_set[s]}" for s in sets for label in ("top-1", "top-5")]
-    rows = []
-    for name, counts in zip(member_names, tally.members):
-        rows.append([name] + [_pct(getattr(counts[s], a)) for s in sets for a in ("top1_err", "top5_err")])
-    return header, rows
+def format_p(p: float | None) -> str:
+    if p is None:
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def format_text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(r: list[str]) -> str:
-        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
 
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), sep, *map(line, rows)])
@@ -110,29 +48,170 @@ def format_markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def render_table(
-    cells: list[TableCell], tally: Tally, crops_per_set: dict[str, int], member_names: list[str], markdown: bool = False
-) -> str:
-    fmt = format_markdown_table if markdown else format_text_table
-    n = tally.ensemble[tally.set_names[0]].num_images
-    title = f"Table 3 reproduction: {n} images, errors in %, cost = models x crops"
-    member_header, member_rows = _member_rows(tally, crops_per_set, member_names)
-    parts = [
-        ("## " if markdown else "") + title,
-        fmt(TABLE_HEADER, _rows(cells)),
-        ("## " if markdown else "") + "Every member",
-        fmt(member_header, member_rows),
+def _table_section(record: dict) -> tuple[list[str], list[list[str]]]:
+    cells = record["table"]
+    real = "real" in record
+    header = ["Members", "Models", "Crops", "Cost", "Top-1 err % (95% CI)", "Top-5 err % (95% CI)", "Δ top-5 (pts)"]
+    header += ["p vs fewer crops", "p vs best member"]
+    if real:
+        header += ["ReaL top-1 err %", "ReaL top-5 err %"]
+    rows = []
+    for i, c in enumerate(cells):
+        row = [
+            c["label"],
+            str(c["models"]),
+            str(c["crops"]),
+            str(c["cost"]),
+            _pct_ci(c["top1_err"], c["top1_err_ci"]),
+            _pct_ci(c["top5_err"], c["top5_err_ci"]),
+            "base" if i == 0 else f"{100 * c['delta_top5']:+.2f}",
+            format_p(c.get("p_top5_vs_fewer_crops")),
+            format_p(c.get("p_top5_vs_best_member")),
+        ]
+        if real:
+            row += [
+                _pct_ci(c["real_top1_err"], c["real_top1_err_ci"]),
+                _pct_ci(c["real_top5_err"], c["real_top5_err_ci"]),
+            ]
+        rows.append(row)
+    return header, rows
+
+
+def _member_section(record: dict) -> tuple[list[str], list[list[str]]]:
+    sets = list(record["crop_sets"])
+    crops = {s: record["crop_sets"][s]["num_crops"] for s in sets}
+    header = ["Member"] + [f"{label} @{crops[s]}" for s in sets for label in ("top-1", "top-5")]
+    rows = [
+        [m["name"]] + [_pct(m["errors"][s][a]) for s in sets for a in ("top1_err", "top5_err")]
+        for m in record["models"]
     ]
+    return header, rows
+
+
+def _tests_section(record: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["Comparison (A vs B)", "Metric", "A only right", "B only right", "p"]
+    rows = [
+        [t["comparison"], t["metric"].replace("top", "top-"), str(t["a_only_correct"]), str(t["b_only_correct"])]
+        + [format_p(t["p_value"])]
+        for t in record["paired_tests"]
+    ]
+    return header, rows
+
+
+def _curve_section(record: dict) -> tuple[list[str], list[list[str]]]:
+    merge = record["merge"]
+    points = [c for c in record["curve"] if c["merge"] == merge]
+    sets = list(dict.fromkeys(c["crop_set"] for c in points))
+    crops = {c["crop_set"]: c["crops"] for c in points}
+    header = ["Models", "Subsets"] + [f"{label} @{crops[s]}" for s in sets for label in ("top-1", "top-5")]
+    rows = []
+    for k in sorted({c["models"] for c in points}):
+        at = {c["crop_set"]: c for c in points if c["models"] == k}
+        first = at[sets[0]]
+        subsets = str(first["num_subsets"]) + ("" if first["all_subsets"] else " (sample)")
+        rows.append([str(k), subsets] + [_pct(at[s][f"{a}_err_mean"]) for s in sets for a in ("top1", "top5")])
+    return header, rows
+
+
+def _merges_section(record: dict) -> tuple[list[str], list[list[str]]]:
+    first = record["merges"][0]["merge"]
+    header = ["Merge", "Crops", "Top-1 err % (95% CI)", "Top-5 err % (95% CI)", "NLL", "ECE %"]
+    header += [f"p top-1 vs {first}", f"p top-5 vs {first}"]
+    rows = [
+        [
+            e["merge"],
+            str(e["crops"]),
+            _pct_ci(e["top1_err"], e["top1_err_ci"]),
+            _pct_ci(e["top5_err"], e["top5_err_ci"]),
+            f"{e['nll']:.3f}",
+            f"{100 * e['ece']:.2f}",
+            format_p(e.get(f"p_top1_vs_{first}")),
+            format_p(e.get(f"p_top5_vs_{first}")),
+        ]
+        for e in record["merges"]
+    ]
+    return header, rows
+
+
+def _class_lines(record: dict) -> list[str]:
+    pc = record["per_class"]
+
+    def line(e: dict) -> str:
+        name = f"{e['wnid']} {e['name']}".strip()
+        images = f"{e['num_images']} image" + ("s" if e["num_images"] != 1 else "")
+        return f"  {name}: top-1 {_pct(e['top1_err'])}, top-5 {_pct(e['top5_err'])} ({images})"
+
+    return (
+        ["highest top-1 error:"]
+        + [line(e) for e in pc["worst"]]
+        + ["lowest top-1 error:"]
+        + [line(e) for e in pc["best"]]
+    )
+
+
+def render_report(record: dict, markdown: bool = False) -> str:
+    """The human-readable report of a run: Table 3, paired tests, members, merge modes,
+    ensemble-size curve, per-class errors and calibration (each when it applies)."""
+    fmt = format_markdown_table if markdown else format_text_table
+    head = "## " if markdown else ""
+    n = record["num_images"]
+    m = record["num_models"]
+    crops = record["crop_sets"][record["crops"]]["num_crops"]
+    parts = []
+    if record.get("table"):
+        parts += [
+            f"{head}Table 3 reproduction: {n} images, errors in % with 95% Wilson intervals, cost = models x crops",
+            fmt(*_table_section(record)),
+            "p: exact McNemar test (two-sided) of the top-5 hits against the row with fewer crops, and of all "
+            "members against the best member at the same crops; the best member is the one with the lowest "
+            "top-1 error at the fewest crops.",
+        ]
+    if record["paired_tests"]:
+        parts += [f"{head}Paired tests: exact McNemar on the same {n} images", fmt(*_tests_section(record))]
+    if record.get("table"):
+        parts += [f"{head}Every member", fmt(*_member_section(record))]
+    if record["merges"]:
+        parts += [f"{head}Merge modes: all {m} member(s), {n} images", fmt(*_merges_section(record))]
+    if record["curve"]:
+        parts += [
+            f"{head}Ensemble size: error vs number of members, mean over member subsets ({record['merge']})",
+            fmt(*_curve_section(record)),
+        ]
+    if n:
+        cal = record["calibration"]
+        lines = _class_lines(record)
+        if markdown:
+            lines = [f"- {x.strip()}" if x.startswith("  ") else f"\n{x}\n" for x in lines]
+        parts += [
+            f"{head}Per class: all members, {crops} crop(s), classes with images",
+            "\n".join(lines).strip(),
+            f"{head}Calibration: NLL {cal['nll']:.3f}, ECE {_pct(cal['ece'])} ({cal['ece_bins']} bins), "
+            f"all members, {crops} crop(s), {record['merge']}",
+        ]
     return "\n\n".join(parts) + "\n"
 
 
-def table_csv(cells: list[TableCell]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    fields = list(asdict(cells[0]).keys()) if cells else []
-    writer.writerow(fields)
+def table_csv(cells: list[dict]) -> str:
+    fields = ["label", "models", "crops", "cost", "top1_err", "top1_err_lo", "top1_err_hi", "top5_err"]
+    fields += ["top5_err_lo", "top5_err_hi", "delta_top5", "p_top1_vs_fewer_crops", "p_top5_vs_fewer_crops"]
+    fields += ["p_top1_vs_best_member", "p_top5_vs_best_member"]
+    if cells and "real_top1_err" in cells[0]:
+        fields += ["real_num_images", "real_top1_err", "real_top1_err_lo", "real_top1_err_hi", "real_top5_err"]
+        fields += ["real_top5_err_lo", "real_top5_err_hi"]
+    rows = []
     for c in cells:
-        writer.writerow([asdict(c)[f] for f in fields])
+        flat = dict(c)
+        for key in [k for k in c if k.endswith("_ci")]:
+            flat[key[:-3] + "_lo"], flat[key[:-3] + "_hi"] = c[key]
+        rows.append(flat)
+    return _csv(fields, rows)
+
+
+def _csv(fields: list[str], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
     return buf.getvalue()
 
 
@@ -146,17 +225,140 @@ def write_json(path: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
-OUTPUT_FILES = ("summary.json", "predictions.npz", "table.md", "table.csv")
+CURVE_FIELDS = ["models", "crops", "crop_set", "merge", "num_subsets", "all_subsets", "top1_err_mean", "top1_err_min"]
+CURVE_FIELDS += ["top1_err_max", "top5_err_mean", "top5_err_min", "top5_err_max"]
+CLASS_FIELDS = ["index", "wnid", "name", "num_images", "top1_err", "top5_err"]
+MERGE_FIELDS = ["merge", "crops", "crop_set", "num_images", "top1_err", "top1_err_lo", "top1_err_hi", "top5_err"]
+MERGE_FIELDS += ["top5_err_lo", "top5_err_hi", "nll", "ece"]
+
+OUTPUT_FILES = (
+    "summary.json",
+    "predictions.npz",
+    "logits.npz",
+    "table.md",
+    "table.csv",
+    "curve.csv",
+    "curve.png",
+    "per_class.csv",
+    "merges.csv",
+)
 
 
-def summary_record(config, members, result, device, batch_size: int, cells: list[TableCell] | None) -> dict:
-    """The flat result record written as summary.json (errors as fractions)."""
+def plot_curve(curve: list[dict], merge: str, path: Path) -> bool:
+    """curve.png: top-1 and top-5 error against the number of members, one line per crop set.
+
+    Returns False (and writes nothing) when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    points = [c for c in curve if c["merge"] == merge]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for ax, metric in zip(axes, ("top1", "top5")):
+        for s in dict.fromkeys(c["crop_set"] for c in points):
+            line = [c for c in points if c["crop_set"] == s]
+            k = [c["models"] for c in line]
+            ax.plot(k, [100 * c[f"{metric}_err_mean"] for c in line], marker="o", label=f"{line[0]['crops']} crops")
+            lo = [100 * c[f"{metric}_err_min"] for c in line]
+            hi = [100 * c[f"{metric}_err_max"] for c in line]
+            ax.fill_between(k, lo, hi, alpha=0.15)
+        ax.set_xlabel("members in the ensemble")
+        ax.set_ylabel(f"{'top-1' if metric == 'top1' else 'top-5'} error (%)")
+        ax.set_xticks(sorted({c["models"] for c in points}))
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"Error vs ensemble size ({merge}; line: mean over member subsets, band: min-max)", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def analysis_files(out: Path, record: dict) -> list[str]:
+    """Write the derived files of a report record into `out`; the names written."""
+    written = []
+    if record.get("table"):
+        atomic_write_text(out / "table.md", render_report(record, markdown=True))
+        atomic_write_text(out / "table.csv", table_csv(record["table"]))
+        written += ["table.md", "table.csv"]
+    if record["curve"]:
+        atomic_write_text(out / "curve.csv", _csv(CURVE_FIELDS, record["curve"]))
+        written.append("curve.csv")
+        if plot_curve(record["curve"], record["merge"], out / "curve.png"):
+            written.append("curve.png")
+    if record["merges"]:
+        rows = [e | {"top1_err_lo": e["top1_err_ci"][0], "top1_err_hi": e["top1_err_ci"][1]} for e in record["merges"]]
+        rows = [e | {"top5_err_lo": e["top5_err_ci"][0], "top5_err_hi": e["top5_err_ci"][1]} for e in rows]
+        atomic_write_text(out / "merges.csv", _csv(MERGE_FIELDS, rows))
+        written.append("merges.csv")
+    if record["num_images"]:
+        atomic_write_text(out / "per_class.csv", _csv(CLASS_FIELDS, record["per_class"]["classes"]))
+        written.append("per_class.csv")
+    return written
+
+
+def summary_line(record: dict, seconds: float | None, device: str | None) -> str:
+    n = record["num_images"]
+    if n == 0:
+        return "no image could be evaluated\n"
+    lo1, hi1 = record["top1_err_ci"]
+    lo5, hi5 = record["top5_err_ci"]
+    timing = f" ({seconds:.1f} s on {device})" if seconds is not None else ""
+    return (
+        f"{record['num_models']} model(s) x {record['num_crops']} crop(s) on {n} images: "
+        f"top-1 error {_pct(record['top1_err'])}, top-5 error {_pct(record['top5_err'])}{timing}\n"
+        f"95% intervals: top-1 {100 * lo1:.2f}-{100 * hi1:.2f}%, top-5 {100 * lo5:.2f}-{100 * hi5:.2f}% "
+        f"(Wilson; merge {record['merge']})\n"
+    )
+
+
+def with_analysis(record: dict, analysis: dict, member_ids: list[int] | None = None) -> dict:
+    """A summary record's result fields replaced by those of `analysis` (see analysis.analyze),
+    for the members `member_ids` of the record (default: all)."""
+    counts = analysis["crop_sets"][analysis["crops"]]
+    record = dict(record)
+    record.update(
+        {
+            "num_images": counts["num_images"],
+            "top1_err": counts["top1_err"],
+            "top5_err": counts["top5_err"],
+            "top1_err_ci": counts["top1_err_ci"],
+            "top5_err_ci": counts["top5_err_ci"],
+            "top1_correct": counts["top1_correct"],
+            "top5_correct": counts["top5_correct"],
+        }
+    )
+    for key in ("crops", "merge", "crop_sets", "confidence_level", "interval", "best_member", "paired_tests", "curve"):
+        record[key] = analysis[key]
+    record["merges"] = analysis["merges"]
+    record["per_class"] = analysis["per_class"]
+    record["calibration"] = analysis["calibration"]
+    if analysis["table"] is not None:
+        record["table"] = analysis["table"]
+    else:
+        record.pop("table", None)
+    if "real" in analysis:
+        record["real"] = analysis["real"]
+    else:
+        record.pop("real", None)
+    ids = range(len(record["models"])) if member_ids is None else member_ids
+    record["models"] = [record["models"][i] | {"errors": m["errors"]} for i, m in zip(ids, analysis["members"])]
+    record["num_models"] = len(record["models"])
+    return record
+
+
+def summary_record(config, members, result, device, batch_size: int) -> dict:
+    """The run's metadata for summary.json; the result fields come from with_analysis."""
     from . import __version__
 
-    counts = result.tally.ensemble[result.requested_set]
-    record = {
+    return {
         "version": __version__,
-        "num_images": counts.num_images,
         "num_skipped": len(result.skipped),
         "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
         "num_classes": members[0].num_classes,
@@ -165,6 +367,7 @@ def summary_record(config, members, result, device, batch_size: int, cells: list
         "num_models": len(members),
         "models": [
             {
+                "name": m.name,
                 "path": m.path,
                 "sha256": m.sha256,
                 "arch": m.arch.name,
@@ -172,50 +375,31 @@ def summary_record(config, members, result, device, batch_size: int, cells: list
                 "aux_heads": m.arch.aux_heads,
                 "format": m.fmt,
                 "input": m.convention.to_dict(),
-                "errors": {s: result.tally.members[i][s].to_dict() for s in result.set_names},
             }
-            for i, m in enumerate(members)
+            for m in members
         ],
-        "top1_err": counts.top1_err,
-        "top5_err": counts.top5_err,
-        "top1_correct": counts.top1,
-        "top5_correct": counts.top5,
-        "crop_sets": {
-            s: result.tally.ensemble[s].to_dict() | {"num_crops": result.crops_per_set[s]} for s in result.set_names
-        },
         "device": str(device),
         "batch_size": batch_size,
         "channels_last": config.channels_last,
         "precision": config.precision,
+        "merges_computed": list(result.merges),
+        "save_logits": config.save_logits,
         "seconds": round(result.seconds, 3),
-        "resumed": bool(getattr(result, "resumed", False)),
-        "world_size": int(getattr(result, "world_size", 1)),
-        "images_per_second": round(counts.num_images / result.seconds, 3) if result.seconds else None,
+        "resumed": bool(result.resumed),
+        "world_size": int(result.world_size),
+        "images_per_second": round(result.num_images / result.seconds, 3) if result.seconds else None,
         "crops_per_image": result.crops_per_image,
-        "crop_evals_per_second": round(counts.num_images * result.crops_per_image * len(members) / result.seconds, 3)
+        "crop_evals_per_second": round(result.num_images * result.crops_per_image * len(members) / result.seconds, 3)
         if result.seconds
         else None,
         "data": str(config.data),
         "labels": config.labels,
+        "real_labels": config.real_labels,
         "limit": config.limit,
         "protocol": config.protocol.to_dict(),
         "command": sys.argv,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if cells is not None:
-        record["table"] = [
-            {
-                "label": c.label,
-                "models": c.models,
-                "crops": c.crops,
-                "cost": c.cost,
-                "top1_err": c.top1_err,
-                "top5_err": c.top5_err,
-                "delta_top5": c.delta_top5,
-            }
-            for c in cells
-        ]
-    return record
 
 
 def clear_outputs(out: Path) -> None:
@@ -224,35 +408,15 @@ def clear_outputs(out: Path) -> None:
         (out / stale).unlink(missing_ok=True)
 
 
-def write_run(out: Path, config, members, result, device, batch_size: int) -> str:
-    """Write summary.json and the table files into `out` (predictions.npz is streamed there by
-    runstate.assemble) and return the terminal text."""
-    names = [m.name for m in members]
-    cells = table_cells(result.tally, result.crops_per_set, names) if config.table else None
-    out.mkdir(parents=True, exist_ok=True)
-    text = ""
-    written = ["summary.json", "predictions.npz"]
-    if cells is not None:
-        atomic_write_text(out / "table.md", render_table(cells, result.tally, result.crops_per_set, names, True))
-        atomic_write_text(out / "table.csv", table_csv(cells))
-        written += ["table.md", "table.csv"]
-        text += render_table(cells, result.tally, result.crops_per_set, names) + "\n"
-    record = summary_record(config, members, result, device, batch_size, cells)
-    write_json(out / "summary.json", record)
-    counts = result.tally.ensemble[result.requested_set]
-    if counts.num_images == 0:
-        text += "no image could be evaluated\n"
-    else:
-        text += (
-            f"{len(members)} model(s) x {record['num_crops']} crop(s) on {counts.num_images} images: "
-            f"top-1 error {100 * counts.top1_err:.2f}%, top-5 error {100 * counts.top5_err:.2f}% "
-            f"({result.seconds:.1f} s on {device})\n"
-        )
-    if result.skipped:
-        text += f"skipped {len(result.skipped)} undecodable image(s), listed in summary.json (skipped):\n"
-        text += "".join(f"  {path}: {reason}\n" for path, reason in result.skipped[:10])
-        if len(result.skipped) > 10:
-            text += f"  ... and {len(result.skipped) - 10} more\n"
+def run_text(record: dict, written: list[str], out: Path, seconds: float | None, device: str | None) -> str:
+    """What the terminal shows after a run or a report."""
+    text = render_report(record) + "\n" + summary_line(record, seconds, device)
+    skipped = record.get("skipped", [])
+    if skipped:
+        text += f"skipped {len(skipped)} undecodable image(s), listed in summary.json (skipped):\n"
+        text += "".join(f"  {s['path']}: {s['reason']}\n" for s in skipped[:10])
+        if len(skipped) > 10:
+            text += f"  ... and {len(skipped) - 10} more\n"
     text += f"wrote {', '.join(written)} to {out}\n"
     return text
 

@@ -73,10 +73,19 @@ def test_table_run_prints_and_writes_everything(full_runs, demo_ckpts):
     proc, _, out = full_runs
     assert proc.returncode == 0, proc.stderr
     assert "Table 3 reproduction: 2 images" in proc.stdout
-    assert proc.stdout.count("best member (") == 3 and proc.stdout.count("all members") == 3
+    table = proc.stdout.split("Paired tests")[0]
+    assert table.count("best member (") == 3 and table.count("all members") == 3
     assert "img/s" in proc.stderr and "crops/s" in proc.stderr and "top5_err" in proc.stderr  # progress bar
     run = out / "run1"
-    assert sorted(p.name for p in run.iterdir()) == ["predictions.npz", "summary.json", "table.csv", "table.md"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "curve.csv",
+        "curve.png",
+        "per_class.csv",
+        "predictions.npz",
+        "summary.json",
+        "table.csv",
+        "table.md",
+    ]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["num_images"] == 2 and summary["num_classes"] == 1000
     assert summary["crops"] == "144" and summary["num_crops"] == 144 and summary["num_models"] == 2
@@ -377,8 +386,6 @@ def test_out_dir_problems_are_found_before_evaluating(demo_ckpts, tmp_path, caps
 
 def test_overwrite_replaces_every_file_of_the_earlier_run(demo_ckpts, tmp_path):
     args = [
-        "--models",
-        str(demo_ckpts[0]),
         "--data",
         str(DATA),
         "--limit",
@@ -391,10 +398,12 @@ def test_overwrite_replaces_every_file_of_the_earlier_run(demo_ckpts, tmp_path):
         "--config",
         QUICK,
     ]
-    assert main([*args, "--table"]) == 0
-    assert (tmp_path / "table.md").exists()
-    assert main([*args, "--crops", "1", "--overwrite"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.npz", "summary.json"]
+    both = ["--models", str(demo_ckpts[0]), str(demo_ckpts[1])]
+    assert main([*args, *both, "--table", "--compare-merges", "--save-logits"]) == 0
+    for name in ("table.md", "table.csv", "curve.csv", "curve.png", "merges.csv", "logits.npz"):
+        assert (tmp_path / name).exists()
+    assert main([*args, "--models", str(demo_ckpts[0]), "--crops", "1", "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["per_class.csv", "predictions.npz", "summary.json"]
     assert json.loads((tmp_path / "summary.json").read_text())["crops"] == "1"
 
 

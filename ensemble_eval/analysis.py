@@ -1,0 +1,522 @@
+"""From per-image records to every number a run reports.
+
+A finished run keeps, per image, the five best classes, the true class's probability and the
+top probability for each member alone and for the whole ensemble, per crop set and merge mode,
+plus correct counts for every member subset of the ensemble-size curve (predictions.npz). All
+reported numbers are computed here from those records, both at the end of a run and by
+`ensemble-eval report RUN_DIR`, so the two always agree:
+
+- top-1/top-5 errors with 95% Wilson score intervals (scipy.stats.binomtest);
+- the Table 3 cells and exact McNemar tests between them (more crops vs fewer, all members vs
+  the best one), on the same images;
+- the ensemble-size curve (error vs number of members, mean/min/max over member subsets);
+- the merge modes side by side; per-class errors; NLL and expected calibration error;
+- errors against ImageNet-ReaL labels.
+
+With --save-logits, logits.npz keeps float16 per-group statistics per member, from which
+records for any subset of members are rebuilt (records_from_logits) without the models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .metrics import (
+    CONFIDENCE_LEVEL,
+    ECE_BINS,
+    Counts,
+    Tally,
+    expected_calibration_error,
+    hits_from_top5,
+    mcnemar_exact,
+    negative_log_likelihood,
+)
+
+RECORD_FIELDS = ("paths", "targets", "member_names", "set_names", "crops_per_set", "merges", "top5")
+RECORD_FIELDS += ("target_prob", "confidence", "subsets", "subset_correct")
+
+
+class RunDirError(UserError):
+    """A run directory (or one of its files) that cannot be read back."""
+
+
+@dataclass
+class RunRecords:
+    """The per-image records of a run (rows: each member alone, then all members)."""
+
+    paths: np.ndarray  # str [N], relative to the data root
+    targets: np.ndarray  # int64 [N]
+    member_names: list[str]
+    set_names: list[str]
+    crops_per_set: dict[str, int]
+    merges: list[str]  # the first is the reported one
+    top5: np.ndarray  # int [N, M + 1, S, R, 5]: the five best classes, best first
+    target_prob: np.ndarray  # float32 [N, M + 1, S, R]
+    confidence: np.ndarray  # float32 [N, M + 1, S, R]
+    subsets: np.ndarray  # bool [U, M]: members of each subset of the curve
+    subset_correct: np.ndarray  # int64 [U, S, R, 2]: top-1/top-5 correct counts
+
+    @property
+    def num_images(self) -> int:
+        return int(len(self.targets))
+
+    @property
+    def num_members(self) -> int:
+        return len(self.member_names)
+
+    def hits(self) -> np.ndarray:
+        """bool [N, M + 1, S, R, 2]: top-1 and top-5 hits."""
+        return hits_from_top5(self.top5, self.targets)
+
+    def tally(self, merge: int = 0) -> Tally:
+        correct = self.hits()[:, :, :, merge].sum(axis=0, dtype=np.int64)  # [M + 1, S, 2]
+        return Tally.from_correct(correct, self.num_images, self.set_names)
+
+    def with_merge_first(self, merge: str) -> RunRecords:
+        if merge not in self.merges:
+            raise RunDirError(
+                f"the run computed the merge modes {self.merges}, not {merge!r}; "
+                "evaluate again with --compare-merges (or --merge " + merge + ")"
+            )
+        order = [self.merges.index(merge)] + [i for i, m in enumerate(self.merges) if m != merge]
+        return replace(
+            self,
+            merges=[self.merges[i] for i in order],
+            top5=self.top5[:, :, :, order],
+            target_prob=self.target_prob[:, :, :, order],
+            confidence=self.confidence[:, :, :, order],
+            subset_correct=self.subset_correct[:, :, order],
+        )
+
+
+def _open_npz(path: Path, what: str):
+    if not path.is_file():
+        raise RunDirError(f"{path} does not exist; pass the --out directory of a finished run ({what})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise RunDirError(
+            f"{path} cannot be read ({exc.__class__.__name__}); it is not a file ensemble-eval wrote"
+        ) from exc
+
+
+def _read(z, path: Path, name: str) -> np.ndarray:
+    try:
+        return z[name]
+    except KeyError:
+        raise RunDirError(
+            f"{path} has no {name!r} array (written by an older ensemble-eval, or not by it); evaluate again"
+        ) from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise RunDirError(f"{path}: array {name!r} cannot be read ({exc.__class__.__name__}); evaluate again") from exc
+
+
+def load_records(run_dir: Path) -> RunRecords:
+    """The records saved in RUN_DIR/predictions.npz, with their shapes checked."""
+    path = Path(run_dir) / "predictions.npz"
+    with _open_npz(path, "predictions.npz") as z:
+        a = {name: _read(z, path, name) for name in RECORD_FIELDS}
+    n, m, s, r = len(a["targets"]), len(a["member_names"]), len(a["set_names"]), len(a["merges"])
+    expected = {
+        "paths": (n,),
+        "crops_per_set": (s,),
+        "top5": (n, m + 1, s, r, 5),
+        "target_prob": (n, m + 1, s, r),
+        "confidence": (n, m + 1, s, r),
+        "subset_correct": (len(a["subsets"]), s, r, 2),
+    }
+    for name, shape in expected.items():
+        if a[name].shape != shape:
+            raise RunDirError(f"{path}: {name!r} has shape {a[name].shape}, expected {shape}; the file is damaged")
+    if a["subsets"].ndim != 2 or a["subsets"].shape[1] != m:
+        raise RunDirError(f"{path}: 'subsets' has shape {a['subsets'].shape}; the file is damaged")
+    set_names = [str(x) for x in a["set_names"]]
+    return RunRecords(
+        a["paths"],
+        a["targets"].astype(np.int64),
+        [str(x) for x in a["member_names"]],
+        set_names,
+        dict(zip(set_names, (int(c) for c in a["crops_per_set"]))),
+        [str(x) for x in a["merges"]],
+        a["top5"],
+        a["target_prob"],
+        a["confidence"],
+        a["subsets"].astype(bool),
+        a["subset_correct"].astype(np.int64),
+    )
+
+
+def npz_memmap(path: Path, name: str) -> np.ndarray:
+    """A read-only memory map of one array of an uncompressed .npz (as ensemble-eval writes them)."""
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(name + ".npy")
+        except KeyError:
+            raise RunDirError(f"{path} has no {name!r} array; evaluate again with --save-logits") from None
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise RunDirError(f"{path} is compressed; only files written by ensemble-eval can be read")
+        with open(path, "rb") as fh:
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+            if local[:4] != b"PK\x03\x04":
+                raise RunDirError(f"{path} is damaged (bad zip entry for {name!r})")
+            name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+            fh.seek(info.header_offset + 30 + name_len + extra_len)
+            try:
+                version = np.lib.format.read_magic(fh)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                if version not in read_header:
+                    raise ValueError(f"npy version {version}")
+                shape, fortran, dtype = read_header[version](fh)
+            except ValueError as exc:
+                raise RunDirError(f"{path}: array {name!r} has a bad header; the file is damaged") from exc
+            if fortran or dtype.hasobject:
+                raise RunDirError(f"{path}: array {name!r} is not a plain array; the file is damaged")
+            offset = fh.tell()
+    size = int(np.prod(shape)) * dtype.itemsize
+    if offset + size > os.path.getsize(path):
+        raise RunDirError(f"{path}: array {name!r} is cut short; the file is damaged")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def records_from_logits(
+    run_dir: Path,
+    members: list[int],
+    merges: list[str],
+    curve_samples: int,
+    seed: int,
+    requested_set: str,
+    block: int = 256,
+) -> RunRecords:
+    """Records of the ensemble of `members` (ids into the run's members), rebuilt from logits.npz.
+
+    The statistics are float16, so a near-tie may resolve differently from the live float32
+    run; everything else is computed by the same code (merge.merge_records).
+    """
+    import torch
+
+    from .merge import STATISTIC, CropGroups, class_dtype, curve_subsets, merge_records
+
+    path = Path(run_dir) / "logits.npz"
+    with _open_npz(path, "logits.npz, written with --save-logits") as z:
+        small = {k: _read(z, path, k) for k in ("paths", "targets", "member_names", "set_names", "crops_per_set")}
+        small |= {k: _read(z, path, k) for k in ("merges", "group_sizes", "set_groups")}
+    available = [str(x) for x in small["merges"]]
+    missing = [m for m in merges if m not in available]
+    if missing:
+        raise RunDirError(
+            f"{path} holds statistics for {available}, not {missing}; evaluate again with --compare-merges"
+        )
+    set_names = [str(x) for x in small["set_names"]]
+    sizes = [int(x) for x in small["group_sizes"]]
+    starts = np.cumsum([0] + sizes)
+    groups = CropGroups(
+        tuple(tuple(range(starts[g], starts[g + 1])) for g in range(len(sizes))),
+        tuple(tuple(int(g) for g in np.flatnonzero(row)) for row in small["set_groups"]),
+    )
+    names = list(dict.fromkeys(STATISTIC[m] for m in merges))
+    stats = {name: npz_memmap(path, name) for name in names}
+    n = len(small["targets"])
+    subsets = curve_subsets(len(members), curve_samples, seed)
+    requested = set_names.index(requested_set)
+    parts: dict[str, list[np.ndarray]] = {"top5": [], "target_prob": [], "confidence": []}
+    correct = np.zeros((len(subsets), len(set_names), len(merges), 2), np.int64)
+    targets = torch.from_numpy(small["targets"].astype(np.int64))
+    for start in range(0, n, block):
+        chunk = {
+            name: torch.from_numpy(np.asarray(arr[start : start + block][:, members], dtype=np.float32)).transpose(0, 1)
+            for name, arr in stats.items()
+        }
+        records, counts, _ = merge_records(chunk, targets[start : start + block], groups, subsets, merges, requested)
+        for key in parts:
+            parts[key].append(records[key])
+        correct += counts
+    num_classes = next(iter(stats.values())).shape[-1]
+    rows = len(members) + 1
+    empty = {
+        "top5": np.zeros((0, rows, len(set_names), len(merges), 5), class_dtype(num_classes)),
+        "target_prob": np.zeros((0, rows, len(set_names), len(merges)), np.float32),
+        "confidence": np.zeros((0, rows, len(set_names), len(merges)), np.float32),
+    }
+    joined = {k: np.concatenate(v) if v else empty[k] for k, v in parts.items()}
+    all_names = [str(x) for x in small["member_names"]]
+    return RunRecords(
+        small["paths"],
+        small["targets"].astype(np.int64),
+        [all_names[i] for i in members],
+        set_names,
+        dict(zip(set_names, (int(c) for c in small["crops_per_set"]))),
+        list(merges),
+        joined["top5"],
+        joined["target_prob"],
+        joined["confidence"],
+        np.array([[i in u for i in range(len(members))] for u in subsets], dtype=bool),
+        correct,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-ReaL labels
+
+
+def read_real_labels(path: str | os.PathLike, num_classes: int) -> dict[str, frozenset[int]]:
+    """ReaL labels by file name: the official list form (entry i belongs to
+    ILSVRC2012_val_{i+1:08d}.JPEG) or a mapping {file name: [class indices]}."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--real-labels {p} does not exist; pass the ReaL real.json file")
+    try:
+        data = json.loads(p.read_text())
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UserError(
+            f"--real-labels {p} is not JSON ({exc.__class__.__name__}); pass the ReaL real.json file"
+        ) from exc
+    if isinstance(data, list):
+        items = [(f"ILSVRC2012_val_{i + 1:08d}.JPEG", labels) for i, labels in enumerate(data)]
+    elif isinstance(data, dict):
+        items = [(Path(str(k)).name, v) for k, v in data.items()]
+    else:
+        raise UserError(f"--real-labels {p} must hold a list (real.json) or a mapping of file name to labels")
+    out = {}
+    for name, labels in items:
+        if not isinstance(labels, list) or not all(type(x) is int and 0 <= x < num_classes for x in labels):
+            raise UserError(
+                f"--real-labels {p}: the entry for {name} is not a list of class indices 0..{num_classes - 1}; "
+                "pass the ReaL real.json file"
+            )
+        out[name] = frozenset(labels)
+    return out
+
+
+def check_real_labels_cover(real: dict[str, frozenset[int]], paths, source: str) -> None:
+    """Every image must have a ReaL entry (an empty one is allowed: ReaL leaves such images out)."""
+    names = [Path(str(p)).name for p in paths]
+    missing = [n for n in names if n not in real]
+    if missing:
+        raise UserError(
+            f"--real-labels {source} has no entry for {len(missing)} of {len(names)} images (first: {missing[0]}); "
+            "ReaL labels cover ImageNet val files named ILSVRC2012_val_XXXXXXXX.JPEG, or pass a mapping "
+            "{file name: [class indices]}"
+        )
+
+
+def _real_hits(records: RunRecords, real: dict[str, frozenset[int]], source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(bool [N] images with ReaL labels, bool [N', M + 1, S, 2] hits of those images, first merge)."""
+    check_real_labels_cover(real, records.paths, source)
+    names = [Path(str(p)).name for p in records.paths]
+    labelled = np.array([bool(real[n]) for n in names], dtype=bool)
+    num_classes = int(max([max(real[n]) for n in names if real[n]] + [records.top5.max(initial=0)])) + 1
+    allowed = np.zeros((int(labelled.sum()), num_classes + 1), dtype=bool)  # last column: the -1 padding
+    for row, n in enumerate(n for n, keep in zip(names, labelled) if keep):
+        allowed[row, list(real[n])] = True
+    top5 = records.top5[labelled][:, :, :, 0].astype(np.int64)  # [N', M + 1, S, 5]
+    picked = np.take_along_axis(allowed, top5.reshape(len(top5), -1), axis=1).reshape(top5.shape)
+    return labelled, np.stack([picked[..., 0], picked.any(axis=-1)], axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The analysis record
+
+
+def _counts(hits: np.ndarray) -> dict:
+    """Errors with Wilson intervals from bool hits [N, 2]."""
+    return Counts(int(hits.shape[0]), int(hits[:, 0].sum()), int(hits[:, 1].sum())).to_dict()
+
+
+def best_member(hits: np.ndarray, base_set: int) -> int:
+    """The member with the lowest top-1 error on the base crop set (first on ties), as the paper chose.
+
+    hits: bool [N, M + 1, S, R, 2].
+    """
+    correct = hits[:, :-1, base_set, 0, 0].sum(axis=0)
+    return int(np.argmax(correct)) if len(correct) else 0
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> dict:
+    """McNemar on top-1 and top-5: a, b bool [N, 2]."""
+    return {metric: mcnemar_exact(a[:, i], b[:, i]) for i, metric in enumerate(("top1", "top5"))}
+
+
+def _class_names(num_classes: int) -> list[tuple[str, str]]:
+    if num_classes == 1000:
+        from .data import imagenet_classes
+
+        return [(c.wnid, c.name) for c in imagenet_classes()]
+    return [("", f"class {i}") for i in range(num_classes)]
+
+
+def analyze(
+    records: RunRecords,
+    requested_set: str,
+    num_classes: int,
+    table: bool,
+    real: dict[str, frozenset[int]] | None = None,
+    real_source: str = "",
+) -> dict:
+    """Every reported number, as one JSON-ready record (errors as fractions)."""
+    hits = records.hits()  # [N, M + 1, S, R, 2]
+    n, m = records.num_images, records.num_members
+    sets = sorted(records.set_names, key=lambda s: (records.crops_per_set[s], records.set_names.index(s)))
+    sx = {s: records.set_names.index(s) for s in sets}
+    req = sx[requested_set]
+    ens = m  # the row of all members
+    merge0 = records.merges[0]
+
+    real_hits = None
+    labelled = None
+    if real is not None:
+        labelled, real_hits = _real_hits(records, real, real_source)
+
+    def cell_errors(row: int, s: int) -> dict:
+        out = _counts(hits[:, row, s, 0])
+        if real_hits is not None:
+            rc = _counts(real_hits[:, row, s])
+            out |= {f"real_{k}": v for k, v in rc.items() if k != "num_images"} | {"real_num_images": rc["num_images"]}
+        return out
+
+    record: dict = {
+        "num_images": n,
+        "confidence_level": CONFIDENCE_LEVEL,
+        "interval": "wilson",
+        "merge": merge0,
+        "crops": requested_set,
+    }
+    crop_sets = {}
+    for s in sets:
+        i = sx[s]
+        crop_sets[s] = (
+            cell_errors(ens, i)
+            | {"num_crops": records.crops_per_set[s]}
+            | {
+                "nll": negative_log_likelihood(records.target_prob[:, ens, i, 0]),
+                "ece": expected_calibration_error(records.confidence[:, ens, i, 0], hits[:, ens, i, 0, 0]),
+            }
+        )
+    record["crop_sets"] = crop_sets
+    record["members"] = [
+        {"name": name, "errors": {s: cell_errors(j, sx[s]) for s in sets}}
+        for j, name in enumerate(records.member_names)
+    ]
+
+    # Table 3 cells and the paired tests between them.
+    best = best_member(hits, sx[sets[0]])
+    groups = [(f"best member ({records.member_names[best]})", 1, best)]
+    if m > 1:
+        groups.append(("all members", m, ens))
+    base_top5 = hits[:, best, sx[sets[0]], 0, 1].mean() if n else float("nan")
+    cells, tests = [], []
+    for label, models, row in groups:
+        for j, s in enumerate(sets):
+            i = sx[s]
+            cell = {"label": label, "models": models, "crops": records.crops_per_set[s], "crop_set": s}
+            cell["cost"] = models * records.crops_per_set[s]
+            cell |= cell_errors(row, i)
+            cell["delta_top5"] = cell["top5_err"] - (1 - base_top5)
+            if j > 0:
+                p = _paired(hits[:, row, i, 0], hits[:, row, sx[sets[j - 1]], 0])
+                cell |= {f"p_{k}_vs_fewer_crops": v["p_value"] for k, v in p.items()}
+                fewer = records.crops_per_set[sets[j - 1]]
+                tests += [
+                    {"comparison": f"{cell['crops']} vs {fewer} crops, {label}", "metric": k} | v for k, v in p.items()
+                ]
+            if row == ens and m > 1:
+                p = _paired(hits[:, ens, i, 0], hits[:, best, i, 0])
+                cell |= {f"p_{k}_vs_best_member": v["p_value"] for k, v in p.items()}
+                tests += [
+                    {"comparison": f"all {m} members vs best member, {cell['crops']} crops", "metric": k} | v
+                    for k, v in p.items()
+                ]
+            cells.append(cell)
+    record["best_member"] = records.member_names[best]
+    record["table"] = cells if table else None
+    record["paired_tests"] = [t for t in tests if table or t["comparison"].startswith("all ")]
+
+    # Ensemble-size curve.
+    sizes = records.subsets.sum(axis=1)
+    curve = []
+    if m > 1 and n:
+        for r, merge in enumerate(records.merges):
+            for s in sets:
+                for k in range(1, m + 1):
+                    errs = 1 - records.subset_correct[sizes == k, sx[s], r] / n  # [num_subsets, 2]
+                    curve.append(
+                        {
+                            "models": k,
+                            "crop_set": s,
+                            "crops": records.crops_per_set[s],
+                            "merge": merge,
+                            "num_subsets": int(len(errs)),
+                            "all_subsets": len(errs) == math.comb(m, k),
+                            "top1_err_mean": float(errs[:, 0].mean()),
+                            "top1_err_min": float(errs[:, 0].min()),
+                            "top1_err_max": float(errs[:, 0].max()),
+                            "top5_err_mean": float(errs[:, 1].mean()),
+                            "top5_err_min": float(errs[:, 1].min()),
+                            "top5_err_max": float(errs[:, 1].max()),
+                        }
+                    )
+    record["curve"] = curve
+
+    # Merge modes side by side (all members).
+    merges = []
+    if len(records.merges) > 1:
+        for r, merge in enumerate(records.merges):
+            for s in sets:
+                i = sx[s]
+                entry = {"merge": merge, "crop_set": s, "crops": records.crops_per_set[s]}
+                entry |= _counts(hits[:, ens, i, r])
+                entry["nll"] = negative_log_likelihood(records.target_prob[:, ens, i, r])
+                entry["ece"] = expected_calibration_error(records.confidence[:, ens, i, r], hits[:, ens, i, r, 0])
+                if r > 0:
+                    p = _paired(hits[:, ens, i, r], hits[:, ens, i, 0])
+                    entry |= {f"p_{k}_vs_{merge0}": v["p_value"] for k, v in p.items()}
+                merges.append(entry)
+    record["merges"] = merges
+
+    # Per-class errors of the ensemble on the reported crop set.
+    names = _class_names(num_classes)
+    per_image = hits[:, ens, req, 0]  # [N, 2]
+    count = np.bincount(records.targets, minlength=num_classes)
+    right1 = np.bincount(records.targets, weights=per_image[:, 0], minlength=num_classes)
+    right5 = np.bincount(records.targets, weights=per_image[:, 1], minlength=num_classes)
+    per_class = [
+        {
+            "index": c,
+            "wnid": names[c][0],
+            "name": names[c][1],
+            "num_images": int(count[c]),
+            "top1_err": float(1 - right1[c] / count[c]),
+            "top5_err": float(1 - right5[c] / count[c]),
+        }
+        for c in np.flatnonzero(count).tolist()
+    ]
+    worst = sorted(per_class, key=lambda e: (-e["top1_err"], -e["top5_err"], -e["num_images"], e["index"]))
+    best_classes = sorted(per_class, key=lambda e: (e["top1_err"], e["top5_err"], -e["num_images"], e["index"]))
+    record["per_class"] = {
+        "crop_set": requested_set,
+        "classes": per_class,
+        "worst": worst[:5],
+        "best": best_classes[:5],
+    }
+
+    record["calibration"] = {
+        "crop_set": requested_set,
+        "nll": crop_sets[requested_set]["nll"],
+        "ece": crop_sets[requested_set]["ece"],
+        "ece_bins": ECE_BINS,
+    }
+    if real is not None:
+        record["real"] = {
+            "file": real_source,
+            "num_images": int(labelled.sum()),
+            "num_without_labels": int((~labelled).sum()),
+        }
+    return record
