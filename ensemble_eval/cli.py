@@ -638,8 +638,13 @@ def run_report(args: argparse.Namespace) -> int:
     if out.resolve() == run.resolve():
         raise UserError(f"--out {out} is the run directory itself; the run's files are kept, choose another --out")
     previous = out / "summary.json"
-    if previous.exists() and "rebuilt_from" not in json.loads(previous.read_text() or "{}"):
-        raise UserError(f"--out {out} holds an evaluation's results; choose another --out")
+    if previous.exists():
+        try:
+            is_report = "rebuilt_from" in json.loads(previous.read_text())
+        except (OSError, ValueError, TypeError):
+            is_report = False
+        if not is_report:
+            raise UserError(f"--out {out} holds results that are not a report's; choose another --out")
 
     records = load_records(run)
     ids = _pick_members(args.members, records.member_names)

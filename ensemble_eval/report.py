@@ -262,7 +262,12 @@ def plot_curve(curve: list[dict], merge: str, path: Path) -> bool:
         for s in dict.fromkeys(c["crop_set"] for c in points):
             line = [c for c in points if c["crop_set"] == s]
             k = [c["models"] for c in line]
-            ax.plot(k, [100 * c[f"{metric}_err_mean"] for c in line], marker="o", label=f"{line[0]['crops']} crops")
+            ax.plot(
+                k,
+                [100 * c[f"{metric}_err_mean"] for c in line],
+                marker="o",
+                label=f"{line[0]['crops']} crop" + ("s" if line[0]["crops"] != 1 else ""),
+            )
             lo = [100 * c[f"{metric}_err_min"] for c in line]
             hi = [100 * c[f"{metric}_err_max"] for c in line]
             ax.fill_between(k, lo, hi, alpha=0.15)

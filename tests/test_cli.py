@@ -73,7 +73,7 @@ def test_table_run_prints_and_writes_everything(full_runs, demo_ckpts):
     proc, _, out = full_runs
     assert proc.returncode == 0, proc.stderr
     assert "Table 3 reproduction: 2 images" in proc.stdout
-    table = proc.stdout.split("Paired tests")[0]
+    table = proc.stdout.split("p: exact McNemar")[0]
     assert table.count("best member (") == 3 and table.count("all members") == 3
     assert "img/s" in proc.stderr and "crops/s" in proc.stderr and "top5_err" in proc.stderr  # progress bar
     run = out / "run1"
