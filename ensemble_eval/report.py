@@ -178,15 +178,16 @@ def render_report(record: dict, markdown: bool = False) -> str:
             fmt(*_curve_section(record)),
         ]
     if n:
+        who = "all members" if m > 1 else "the model"
         cal = record["calibration"]
         lines = _class_lines(record)
         if markdown:
             lines = [f"- {x.strip()}" if x.startswith("  ") else f"\n{x}\n" for x in lines]
         parts += [
-            f"{head}Per class: all members, {crops} crop(s), classes with images",
+            f"{head}Per class: {who}, {crops} crop(s), classes with images",
             "\n".join(lines).strip(),
             f"{head}Calibration: NLL {cal['nll']:.3f}, ECE {_pct(cal['ece'])} ({cal['ece_bins']} bins), "
-            f"all members, {crops} crop(s), {record['merge']}",
+            f"{who}, {crops} crop(s), {record['merge']}",
         ]
     return "\n\n".join(parts) + "\n"
 
@@ -315,12 +316,19 @@ def summary_line(record: dict, seconds: float | None, device: str | None) -> str
     lo1, hi1 = record["top1_err_ci"]
     lo5, hi5 = record["top5_err_ci"]
     timing = f" ({seconds:.1f} s on {device})" if seconds is not None else ""
+    real = ""
+    if "real" in record:
+        c = record["crop_sets"][record["crops"]]
+        real = (
+            f"ReaL labels: top-1 error {_pct(c['real_top1_err'])}, top-5 error {_pct(c['real_top5_err'])} "
+            f"on the {c['real_num_images']} images with labels\n"
+        )
     return (
         f"{record['num_models']} model(s) x {record['num_crops']} crop(s) on {n} images: "
         f"top-1 error {_pct(record['top1_err'])}, top-5 error {_pct(record['top5_err'])}{timing}\n"
         f"95% intervals: top-1 {100 * lo1:.2f}-{100 * hi1:.2f}%, top-5 {100 * lo5:.2f}-{100 * hi5:.2f}% "
         f"(Wilson; merge {record['merge']})\n"
-    )
+    ) + real
 
 
 def with_analysis(record: dict, analysis: dict, member_ids: list[int] | None = None) -> dict:
@@ -423,6 +431,8 @@ def run_text(record: dict, written: list[str], out: Path, seconds: float | None,
         if len(skipped) > 10:
             text += f"  ... and {len(skipped) - 10} more\n"
     text += f"wrote {', '.join(written)} to {out}\n"
+    if "curve.csv" in written and "curve.png" not in written:
+        text += "curve.png not drawn: matplotlib is not installed (pip install matplotlib, or the [plot] extra)\n"
     return text
 
 

@@ -130,6 +130,21 @@ def test_real_labels_that_miss_images_are_refused_before_evaluating(three_ckpts,
     path.write_text('{"a.JPEG": [1, "x"]}')
     assert main(["--models", three_ckpts[0], *COMMON, "--real-labels", str(path)]) == 2
     assert "not a list of class indices" in capsys.readouterr().err
+    everything = {p.name: list(range(1000)) for p in DATA.glob("*/*")}  # any answer is right
+    path.write_text(json.dumps(everything))
+    args = [
+        "--models",
+        three_ckpts[0],
+        *COMMON,
+        "--crops",
+        "1",
+        "--real-labels",
+        str(path),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main(args) == 0
+    assert "ReaL labels: top-1 error 0.00%, top-5 error 0.00% on the 8 images with labels" in capsys.readouterr().out
 
 
 def test_report_user_errors_are_one_line(run, tmp_path, capsys):
@@ -165,14 +180,13 @@ def test_a_merge_the_run_did_not_compute_is_refused(demo_ckpts, tmp_path, capsys
     assert "--compare-merges" in capsys.readouterr().err
 
 
-def test_curve_plot_is_optional(monkeypatch, tmp_path):
+def test_curve_plot_is_optional(run, monkeypatch, tmp_path, capsys):
     import sys
 
-    from ensemble_eval.report import plot_curve
-
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
-    assert plot_curve([{"merge": "mean-prob"}], "mean-prob", tmp_path / "curve.png") is False
-    assert not (tmp_path / "curve.png").exists()
+    assert main(["report", str(run), "--out", str(tmp_path / "r")]) == 0
+    assert "curve.png not drawn: matplotlib is not installed" in capsys.readouterr().out
+    assert (tmp_path / "r" / "curve.csv").exists() and not (tmp_path / "r" / "curve.png").exists()
 
 
 def test_resume_refuses_other_merge_settings():
