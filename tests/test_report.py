@@ -121,3 +121,23 @@ def test_real_labels_count_any_listed_class_and_leave_out_unlabelled():
     assert result["real"] == {"file": "real.json", "num_images": N - 1, "num_without_labels": 1}
     first = result["table"][0]  # wrong answers are (target + 1): right under ReaL
     assert first["real_num_images"] == N - 1 and first["real_top1_err"] == 0.0
+
+
+def test_real_labels_official_list_form_maps_to_val_file_names(tmp_path):
+    from ensemble_eval.analysis import read_real_labels
+    from ensemble_eval.errors import UserError
+
+    path = tmp_path / "real.json"
+    path.write_text("[[1], [2, 3], []]")
+    labels = read_real_labels(path, 1000)
+    assert labels == {
+        "ILSVRC2012_val_00000001.JPEG": frozenset({1}),
+        "ILSVRC2012_val_00000002.JPEG": frozenset({2, 3}),
+        "ILSVRC2012_val_00000003.JPEG": frozenset(),
+    }
+    for text, needle in [("[[1000]]", "not a list of class indices 0..999"), ("{", "is not JSON"), ("3", "must hold")]:
+        path.write_text(text)
+        with pytest.raises(UserError, match=needle):
+            read_real_labels(path, 1000)
+    with pytest.raises(UserError, match="does not exist"):
+        read_real_labels(tmp_path / "missing.json", 1000)
