@@ -33,7 +33,6 @@ from .metrics import (
     CONFIDENCE_LEVEL,
     ECE_BINS,
     Counts,
-    Tally,
     expected_calibration_error,
     hits_from_top5,
     mcnemar_exact,
@@ -75,10 +74,6 @@ class RunRecords:
     def hits(self) -> np.ndarray:
         """bool [N, M + 1, S, R, 2]: top-1 and top-5 hits."""
         return hits_from_top5(self.top5, self.targets)
-
-    def tally(self, merge: int = 0) -> Tally:
-        correct = self.hits()[:, :, :, merge].sum(axis=0, dtype=np.int64)  # [M + 1, S, 2]
-        return Tally.from_correct(correct, self.num_images, self.set_names)
 
     def with_merge_first(self, merge: str) -> RunRecords:
         if merge not in self.merges:
@@ -308,12 +303,13 @@ def check_real_labels_cover(real: dict[str, frozenset[int]], paths, source: str)
         )
 
 
-def _real_hits(records: RunRecords, real: dict[str, frozenset[int]], source: str) -> tuple[np.ndarray, np.ndarray]:
+def _real_hits(
+    records: RunRecords, real: dict[str, frozenset[int]], source: str, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(bool [N] images with ReaL labels, bool [N', M + 1, S, 2] hits of those images, first merge)."""
     check_real_labels_cover(real, records.paths, source)
     names = [Path(str(p)).name for p in records.paths]
     labelled = np.array([bool(real[n]) for n in names], dtype=bool)
-    num_classes = int(max([max(real[n]) for n in names if real[n]] + [records.top5.max(initial=0)])) + 1
     allowed = np.zeros((int(labelled.sum()), num_classes + 1), dtype=bool)  # last column: the -1 padding
     for row, n in enumerate(n for n, keep in zip(names, labelled) if keep):
         allowed[row, list(real[n])] = True
@@ -373,7 +369,7 @@ def analyze(
     real_hits = None
     labelled = None
     if real is not None:
-        labelled, real_hits = _real_hits(records, real, real_source)
+        labelled, real_hits = _real_hits(records, real, real_source, num_classes)
 
     def cell_errors(row: int, s: int) -> dict:
         out = _counts(hits[:, row, s, 0])

@@ -667,9 +667,9 @@ def run_report(args: argparse.Namespace) -> int:
             crops,
         )
         source = "logits.npz (float16 group statistics)"
-        if len(ids) == 1 or ids == list(range(len(exact.member_names))):  # rows the run also computed exactly
-            rows = [ids[0], len(exact.member_names) if len(ids) > 1 else ids[0]]
-            differing = int((records.top5[:, -1, :, 0, 0] != exact.top5[:, rows[-1], :, 0, 0]).sum())
+        if len(ids) == 1 or ids == list(range(len(exact.member_names))):  # a row the run also computed exactly
+            exact_row = ids[0] if len(ids) == 1 else len(exact.member_names)
+            differing = int((records.top5[:, -1, :, 0, 0] != exact.top5[:, exact_row, :, 0, 0]).sum())
     else:
         records = records.with_merge_first(merge)
     real = None

@@ -204,24 +204,35 @@ class BatchResult:
 
 
 FLOAT16_MAX = 65504.0
+PER_IMAGE_FIELDS = ("probs", "hits", "top5", "target_prob", "confidence")  # BatchResult arrays with an image axis
+
+
+def per_image_layout(plan: Plan, num_classes: int) -> dict[str, tuple[type, tuple[int, ...]]]:
+    """dtype and per-image shape of every BatchResult array kept per image; the group
+    statistics (--save-logits) are named stat_<statistic>."""
+    rows, sets, merges = len(plan.rows), len(plan.set_names), len(plan.merges)
+    per_image = [
+        (np.float32, (num_classes,)),
+        (np.uint8, (rows, sets, 2)),
+        (class_dtype(num_classes), (rows, sets, merges, 5)),
+        (np.float32, (rows, sets, merges)),
+        (np.float32, (rows, sets, merges)),
+    ]
+    layout = dict(zip(PER_IMAGE_FIELDS, per_image))
+    if plan.save_statistics:
+        groups = len(plan.groups.positions)
+        for name in statistics_for(plan.merges):
+            layout[f"stat_{name}"] = (np.float16, (plan.num_members, groups, num_classes))
+    return layout
 
 
 def empty_result(batch_id: int, plan: Plan, num_classes: int, failures: list[tuple[int, str]]) -> BatchResult:
-    rows, sets, merges = len(plan.rows), len(plan.set_names), len(plan.merges)
-    groups = len(plan.groups.positions)
+    empty = {f: np.zeros((0, *shape), dtype) for f, (dtype, shape) in per_image_layout(plan, num_classes).items()}
+    counts = np.zeros((len(plan.subsets), len(plan.set_names), len(plan.merges), 2), np.int64)
+    statistics = {f.removeprefix("stat_"): a for f, a in empty.items() if f.startswith("stat_")}
+    per_image = {f: a for f, a in empty.items() if not f.startswith("stat_")}
     return BatchResult(
-        batch_id,
-        np.zeros(0, np.int64),
-        np.zeros((0, num_classes), np.float32),
-        np.zeros((0, rows, sets, 2), np.uint8),
-        failures,
-        np.zeros((0, rows, sets, merges, 5), class_dtype(num_classes)),
-        np.zeros((0, rows, sets, merges), np.float32),
-        np.zeros((0, rows, sets, merges), np.float32),
-        np.zeros((len(plan.subsets), sets, merges, 2), np.int64),
-        {name: np.zeros((0, plan.num_members, groups, num_classes), np.float16) for name in statistics_for(plan.merges)}
-        if plan.save_statistics
-        else {},
+        batch_id, np.zeros(0, np.int64), failures=failures, subset_correct=counts, statistics=statistics, **per_image
     )
 
 

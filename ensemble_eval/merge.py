@@ -62,13 +62,6 @@ class CropGroups:
                 w[s, g] = len(self.positions[g]) / total
         return w
 
-    def to_dict(self) -> dict:
-        return {"positions": [list(p) for p in self.positions], "sets": [list(s) for s in self.sets]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> CropGroups:
-        return cls(tuple(tuple(p) for p in d["positions"]), tuple(tuple(s) for s in d["sets"]))
-
 
 def statistics_for(merges: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(STATISTIC[m] for m in merges))

@@ -199,20 +199,19 @@ def table_csv(cells: list[dict]) -> str:
     if cells and "real_top1_err" in cells[0]:
         fields += ["real_num_images", "real_top1_err", "real_top1_err_lo", "real_top1_err_hi", "real_top5_err"]
         fields += ["real_top5_err_lo", "real_top5_err_hi"]
-    rows = []
-    for c in cells:
-        flat = dict(c)
-        for key in [k for k in c if k.endswith("_ci")]:
-            flat[key[:-3] + "_lo"], flat[key[:-3] + "_hi"] = c[key]
-        rows.append(flat)
-    return _csv(fields, rows)
+    return _csv(fields, cells)
 
 
 def _csv(fields: list[str], rows: list[dict]) -> str:
+    """CSV of the given fields; every interval `x_ci` becomes the columns `x_lo`, `x_hi`."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    for row in rows:
+        row = dict(row)
+        for key in [k for k in row if k.endswith("_ci")]:
+            row[key[:-3] + "_lo"], row[key[:-3] + "_hi"] = row.pop(key)
+        writer.writerow(row)
     return buf.getvalue()
 
 
@@ -299,9 +298,7 @@ def analysis_files(out: Path, record: dict) -> list[str]:
         if plot_curve(record["curve"], record["merge"], out / "curve.png"):
             written.append("curve.png")
     if record["merges"]:
-        rows = [e | {"top1_err_lo": e["top1_err_ci"][0], "top1_err_hi": e["top1_err_ci"][1]} for e in record["merges"]]
-        rows = [e | {"top5_err_lo": e["top5_err_ci"][0], "top5_err_hi": e["top5_err_ci"][1]} for e in rows]
-        atomic_write_text(out / "merges.csv", _csv(MERGE_FIELDS, rows))
+        atomic_write_text(out / "merges.csv", _csv(MERGE_FIELDS, record["merges"]))
         written.append("merges.csv")
     if record["num_images"]:
         atomic_write_text(out / "per_class.csv", _csv(CLASS_FIELDS, record["per_class"]["classes"]))

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .ensemble import Accumulator, BatchResult
+from .ensemble import PER_IMAGE_FIELDS, Accumulator, BatchResult, per_image_layout
 from .errors import UserError
 
 PROGRESS_DIR = "progress"
-PER_IMAGE = ("probs", "hits", "top5", "target_prob", "confidence")  # BatchResult fields kept per image
 
 
 class ResumeError(UserError):
@@ -148,7 +147,7 @@ class ProgressStore:
             skipped_indices=np.array([i for i, _ in failures], dtype=np.int64),
             skipped_reasons=np.array([m for _, m in failures], dtype=str),
             subset_correct=sum(r.subset_correct for r in results),
-            **{f: np.concatenate([getattr(r, f) for r in results]) for f in PER_IMAGE},
+            **{f: np.concatenate([getattr(r, f) for r in results]) for f in PER_IMAGE_FIELDS},
             **{f"stat_{n}": np.concatenate([r.statistics[n] for r in results]) for n in results[0].statistics},
         )
         self.seq += 1
@@ -180,31 +179,12 @@ def _write_npy_stream(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tu
             fh.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
 
 
-def _per_image_layout(plan, num_classes: int) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    """dtype and per-image shape of every array kept per image."""
-    from .ensemble import class_dtype
-    from .merge import statistics_for
-
-    rows, sets, merges = len(plan.rows), len(plan.set_names), len(plan.merges)
-    layout = {
-        "probs": (np.float32, (num_classes,)),
-        "top5": (class_dtype(num_classes), (rows, sets, merges, 5)),
-        "target_prob": (np.float32, (rows, sets, merges)),
-        "confidence": (np.float32, (rows, sets, merges)),
-    }
-    if plan.save_statistics:
-        groups = len(plan.groups.positions)
-        for name in statistics_for(plan.merges):
-            layout[f"stat_{name}"] = (np.float16, (plan.num_members, groups, num_classes))
-    return layout
-
-
 def assemble(store: ProgressStore, samples, plan, member_names: list[str], num_classes: int, out: Path) -> Accumulator:
     """Counts and skipped images from the chunks; predictions.npz (and logits.npz) streamed from them.
 
     predictions.npz holds, for the evaluated images in sample order (undecodable ones left out):
     paths, targets, probs (float32 [N, C]: the ensemble, requested crop set, first merge) and the
-    per-image records every table, test and curve is computed from (see report.load_run).
+    per-image records every table, test and curve is computed from (see analysis.load_records).
     logits.npz (--save-logits) holds the float16 group statistics [N, M, G, C] per merge mode.
     """
     acc = Accumulator(len(member_names), plan.set_names)
@@ -225,7 +205,7 @@ def assemble(store: ProgressStore, samples, plan, member_names: list[str], num_c
         "crops_per_set": np.array([len(p) for p in plan.set_positions], dtype=np.int64),
         "merges": np.array(plan.merges, dtype=str),
     }
-    layout = _per_image_layout(plan, num_classes)
+    layout = per_image_layout(plan, num_classes)
     fixed = {
         "subsets": np.array([[m in u for m in range(plan.num_members)] for u in plan.subsets], dtype=bool),
         "subset_correct": subset_correct,
@@ -233,7 +213,7 @@ def assemble(store: ProgressStore, samples, plan, member_names: list[str], num_c
     _write_npz(
         out / "predictions.npz",
         common | fixed,
-        {f: layout[f] for f in layout if not f.startswith("stat_")},
+        {f: layout[f] for f in layout if not f.startswith("stat_") and f != "hits"},  # hits: from top5
         store,
         n,
     )

@@ -46,7 +46,6 @@ def test_groups_of_nested_and_overlapping_sets():
     assert w[1].tolist() == [0.8, 0.2, 0.0]
     overlapping = CropGroups.from_sets([[0, 1, 2], [2, 3]])  # neither contains the other
     assert overlapping.positions == ((0, 1), (2,), (3,)) and overlapping.sets == ((0, 1), (1, 2))
-    assert CropGroups.from_dict(nested.to_dict()) == nested
 
 
 @pytest.mark.parametrize("merge", MERGES)
