@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -212,6 +213,17 @@ def test_two_cpu_runs_are_bit_identical(tmp_path, demo_ckpts):
 
 
 @pytest.mark.slow
+def _same_numbers(a, b) -> bool:
+    """Equal structure and integers; floats within 1e-5 relative."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_numbers(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same_numbers(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9) or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
 def test_torchrun_two_processes_equal_one(tmp_path, demo_ckpts):
     # 7 images in batches of 2 -> 4 batches over 2 processes; and 7 is not divisible by 2
     data = tmp_path / "data"
@@ -249,7 +261,9 @@ def test_torchrun_two_processes_equal_one(tmp_path, demo_ckpts):
     assert proc.stdout.count("Table 3 reproduction") == 1  # rank 0 alone prints and writes
     one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
     assert two["world_size"] == 2 and one["num_images"] == two["num_images"] == 7
-    assert one["crop_sets"] == two["crop_sets"] and one["table"] == two["table"]
+    # integer counts equal; NLL/ECE and p-values to float precision (torchrun runs each process
+    # on one thread, and float32 convolutions may round differently on another thread count)
+    assert _same_numbers(one["crop_sets"], two["crop_sets"]) and _same_numbers(one["table"], two["table"])
     p1, p2 = (np.load(tmp_path / d / "predictions.npz") for d in ("one", "two"))
     assert list(p1["paths"]) == list(p2["paths"]) and len(set(p2["paths"])) == 7
     assert np.allclose(p1["probs"], p2["probs"], atol=1e-6, rtol=0)
