@@ -6,9 +6,11 @@ user says `--trust-checkpoints`:
 - ``torch.save`` files are read with ``torch.load(..., weights_only=True)`` (an
   ``argparse.Namespace`` beside the weights is allowed as plain data); a whole pickled module
   needs the trust flag;
-- safetensors files hold tensors only; TorchScript archives are opened only to take their
-  tensors (their code is never run: the architecture is rebuilt from the weights);
-- ``torchvision:googlenet`` names torchvision's published weights (cached download).
+- safetensors files hold tensors only;
+- TorchScript archives and torch.export programs run as they are (programs.py says what
+  loading them can and cannot execute);
+- ``torchvision:<builder>[:<WEIGHTS>]`` and ``timm:<name>`` name published weights (cached
+  downloads, read by the same safe readers).
 
 Every file gets an `Inspection`: what it is (format, architecture, classes, input
 convention) and a verdict, OK / WARN / ERROR with reasons. Evaluation refuses ERRORs.
@@ -24,10 +26,9 @@ import logging
 import math
 import os
 import re
-import warnings
 import zipfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ import torch
 from torch import nn
 
 from .errors import UserError, short_repr
-from .models import ArchitectureError, ArchSpec, build_model, count_parameters
+from .models import ArchitectureError, ArchSpec, build_model, count_parameters, import_timm
+from .programs import PROGRAM_KINDS, is_pt2_archive, load_program
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ PREFIXES = ("module.", "_orig_mod.", "model.")
 META_KEY = "ensemble_eval"  # embedded input-convention entry (torch.save dict or safetensors metadata)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TORCHVISION_SPECS = ("torchvision:googlenet",)
+SPEC_PREFIXES = ("torchvision:", "timm:")
+TRANSFORM_INPUT_ARCHS = ("torchvision-googlenet", "googlenet", "inception_v3")  # torchvision's transform_input
 
 
 class CheckpointError(UserError):
@@ -70,7 +73,12 @@ class Convention:
     class_offset: int = 0
     classes: tuple[str, ...] | None = None
     weights: str | None = None  # "ema" or "raw": which weights of a file holding both
-    source: str = "default"  # "default", "embedded", "sidecar NAME", "torchvision"
+    arch: str | None = None  # the architecture of a state dict: a torchvision builder, timm/<name>
+    input_size: int | None = None  # the crop size the member was made for (its 1-crop check uses it)
+    resize_size: int | None = None  # the shorter side it resizes to before its 1-crop center crop
+    published: tuple[float, float] | None = None  # published 1-crop (top1_err, top5_err), fractions
+    source: str = "default"  # "default", "embedded", "sidecar NAME", "torchvision", "timm"
+    given: frozenset[str] = field(default=frozenset(), compare=False)  # fields the source set (win over defaults)
 
     def describe(self) -> str:
         if self.mean == IMAGENET_MEAN and self.std == IMAGENET_STD:
@@ -96,11 +104,32 @@ class Convention:
             "transform_input": self.transform_input,
             "class_offset": self.class_offset,
             "classes": list(self.classes) if self.classes is not None else None,
+            "arch": self.arch,
+            "input_size": self.input_size,
+            "resize_size": self.resize_size,
+            "published": dict(zip(("top1_err", "top5_err"), self.published)) if self.published else None,
             "source": self.source,
         }
 
+    def over(self, base: Convention) -> Convention:
+        """`base` (an architecture's or published weights' defaults) with the fields this one set."""
+        return replace(base, **{f: getattr(self, f) for f in self.given}, source=self.source, given=self.given)
 
-CONVENTION_FIELDS = {"mean", "std", "color", "input_scale", "transform_input", "class_offset", "classes", "weights"}
+
+CONVENTION_FIELDS = {
+    "mean",
+    "std",
+    "color",
+    "input_scale",
+    "transform_input",
+    "class_offset",
+    "classes",
+    "weights",
+    "arch",
+    "input_size",
+    "resize_size",
+    "published",
+}
 
 
 def parse_convention(data: object, source: str) -> Convention:
@@ -160,7 +189,32 @@ def parse_convention(data: object, source: str) -> Convention:
         if data["weights"] not in ("ema", "raw"):
             raise CheckpointError(f"{source}: weights must be ema or raw, got {short_repr(data['weights'])}")
         kw["weights"] = data["weights"]
-    return Convention(**kw)
+    if data.get("arch") is not None:
+        if not isinstance(data["arch"], str) or not data["arch"]:
+            raise CheckpointError(f"{source}: arch must be a name like resnet50 or timm/convnext_tiny")
+        kw["arch"] = data["arch"]
+    for name in ("input_size", "resize_size"):
+        if data.get(name) is not None:
+            v = data[name]
+            if type(v) is not int or not 1 <= v <= 4096:
+                raise CheckpointError(f"{source}: {name} must be a size in pixels like 224, got {short_repr(v)}")
+            kw[name] = v
+    if data.get("published") is not None:
+        kw["published"] = _parse_published(data["published"], source)
+    return Convention(**kw, given=frozenset(k for k in kw if k != "source"))
+
+
+def _parse_published(v: object, source: str) -> tuple[float, float]:
+    if not isinstance(v, dict) or set(v) != {"top1_err", "top5_err"}:
+        raise CheckpointError(
+            f"{source}: published must be {{top1_err: 0.2385, top5_err: 0.0713}}, got {short_repr(v)}"
+        )
+    values = tuple(v[k] for k in ("top1_err", "top5_err"))
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in values):
+        raise CheckpointError(
+            f"{source}: published errors are fractions between 0 and 1 (23.85% is 0.2385), got {short_repr(v)}"
+        )
+    return float(values[0]), float(values[1])
 
 
 def sidecar_path(path: str) -> Path | None:
@@ -281,11 +335,8 @@ def expand_model_paths(patterns: list[str], lenient: bool = False) -> list[str]:
     for pattern in patterns:
         if not isinstance(pattern, str):
             raise CheckpointError(f"--models entries must be paths, got {short_repr(pattern)}")
-        if pattern.startswith("torchvision:"):
-            if pattern not in TORCHVISION_SPECS:
-                raise CheckpointError(
-                    f"unknown model spec {short_repr(pattern)}; supported: {', '.join(TORCHVISION_SPECS)}"
-                )
+        if pattern.startswith(SPEC_PREFIXES):
+            resolve_spec(pattern)  # a typo fails here, before any download or image
             paths.append(pattern)
         elif glob.has_magic(pattern):
             matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p) and not p.endswith((".yaml", ".yml")))
@@ -309,7 +360,7 @@ def expand_model_paths(patterns: list[str], lenient: bool = False) -> list[str]:
         raise CheckpointError("no checkpoints given; pass --models A.pt [B.pt ...] (globs allowed)")
     seen: dict[str, str] = {}
     for p in paths:
-        key = p if p.startswith("torchvision:") else os.path.realpath(p)
+        key = p if p.startswith(SPEC_PREFIXES) else os.path.realpath(p)
         if key in seen:
             raise CheckpointError(
                 f"checkpoint {p} is given twice (also as {seen[key]}); each member must appear once in --models"
@@ -350,7 +401,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def sniff_format(path: str) -> str:
-    """'torch', 'torchscript', 'safetensors' or 'unknown', from the file's first bytes."""
+    """'torch', 'torchscript', 'torch.export', 'safetensors' or 'unknown', from the file's first bytes."""
     with open(path, "rb") as fh:
         head = fh.read(9)
     if head[:4] == b"PK\x03\x04":
@@ -359,6 +410,8 @@ def sniff_format(path: str) -> str:
                 names = zf.namelist()
         except (zipfile.BadZipFile, OSError):
             return "torch"  # a damaged zip: torch.load will say so
+        if is_pt2_archive(names):
+            return "torch.export"
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             return "torchscript"
         return "torch"
@@ -493,32 +546,154 @@ def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str
         raise _Refusal(f"cannot be read as safetensors ({_first_line(exc)}); the file is truncated or corrupt") from exc
 
 
-def _read_torchscript(path: str) -> dict[str, torch.Tensor]:
+def resolve_spec(spec: str):
+    """`torchvision:<builder>[:<WEIGHTS>]` -> (builder, weights enum member); `timm:<name>` -> (name, None).
+
+    Checked without any download: an unknown builder, weights or timm name is a CheckpointError
+    naming the closest ones.
+    """
+    import difflib
+
+    kind, _, rest = spec.partition(":")
+    if kind == "timm":
+        try:
+            timm = import_timm()
+        except ArchitectureError as exc:
+            raise CheckpointError(f"{spec}: {exc}") from None
+        if not timm.is_model(rest) or not timm.models.get_pretrained_cfg(rest):
+            close = difflib.get_close_matches(rest, timm.list_models(pretrained=True), n=3)
+            raise CheckpointError(
+                f"timm has no pretrained model {rest!r}" + (f"; closest: {', '.join(close)}" if close else "")
+            )
+        return rest, None
+    import torchvision.models as tvm
+
+    builder, _, weights_name = rest.partition(":")
+    builders = tvm.list_models(module=tvm)
+    if builder not in builders:
+        close = difflib.get_close_matches(builder, builders, n=3)
+        raise CheckpointError(
+            f"{short_repr(spec)}: torchvision has no classification builder {builder!r}"
+            + (f"; closest: {', '.join(close)}" if close else "")
+            + "; the form is torchvision:<builder>[:<WEIGHTS>], e.g. torchvision:resnet50:IMAGENET1K_V2"
+        )
+    enum = tvm.get_model_weights(builder)
     try:
-        with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not the user's business
-            warnings.simplefilter("ignore", FutureWarning)
-            scripted = torch.jit.load(path, map_location="cpu")
-    except Exception as exc:
-        raise _Refusal(f"cannot be read as TorchScript ({_first_line(exc)}); the archive is truncated") from exc
-    return {k: v for k, v in scripted.state_dict().items()}
+        weights = enum.DEFAULT if weights_name in ("", "DEFAULT") else enum[weights_name]
+    except KeyError:
+        names = ", ".join(w.name for w in enum)
+        raise CheckpointError(
+            f"{spec}: {builder} has no weights {weights_name!r}; it has {names} (or DEFAULT)"
+        ) from None
+    return builder, weights
 
 
-def _torchvision_weights(spec: str) -> str:
+def _download_hint(what: str, where: str, arch: str) -> str:
+    return (
+        f"cannot download {what}; offline, {where}, or pass a local file "
+        f"(--models FILE.pth with 'arch: {arch}' in FILE.pth.yaml)"
+    )
+
+
+def _torchvision_file(weights) -> str:
     """The cached file of torchvision's published weights, downloaded once; a clear refusal offline."""
-    from torchvision.models import GoogLeNet_Weights
-
-    weights = GoogLeNet_Weights.IMAGENET1K_V1
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     target = cache / os.path.basename(weights.url)
     if not target.is_file():
         try:
             torch.hub.load_state_dict_from_url(weights.url, model_dir=str(cache), progress=True, check_hash=True)
         except Exception as exc:
+            builder = weights.url.rsplit("/", 1)[-1].split("-")[0]
             raise _Refusal(
-                f"cannot download torchvision's weights ({_first_line(exc)}); offline, download {weights.url} "
-                f"elsewhere and put it at {target}"
+                _download_hint(
+                    f"torchvision's weights ({_first_line(exc)})",
+                    f"fetch {weights.url} elsewhere and put it at {target}",
+                    builder,
+                )
             ) from exc
     return str(target)
+
+
+def _torchvision_convention(builder: str, weights) -> tuple[Convention, list[str]]:
+    """Input convention and published figures from torchvision's weights metadata."""
+    kw = dict(getattr(weights.transforms, "keywords", {}))
+    metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
+    published = None
+    if "acc@1" in metrics and "acc@5" in metrics:
+        published = (round(1 - metrics["acc@1"] / 100, 6), round(1 - metrics["acc@5"] / 100, 6))
+    crop = kw.get("crop_size", 224)
+    resize = kw.get("resize_size", 256)
+    crop = crop[0] if isinstance(crop, (list, tuple)) else crop
+    resize = resize[0] if isinstance(resize, (list, tuple)) else resize
+    interpolation = str(kw.get("interpolation", "bilinear")).rsplit(".", 1)[-1].lower()
+    notes = [f"{weights}: published with Resize({resize}, {interpolation}) + CenterCrop({crop})"]
+    if published:
+        notes[0] += f", acc@1 {metrics['acc@1']}, acc@5 {metrics['acc@5']}"
+    conv = Convention(
+        mean=tuple(kw.get("mean", IMAGENET_MEAN)),
+        std=tuple(kw.get("std", IMAGENET_STD)),
+        transform_input=builder in TRANSFORM_INPUT_ARCHS,
+        input_size=int(crop),
+        resize_size=int(resize),
+        published=published,
+        source="torchvision",
+    )
+    return conv, notes
+
+
+def timm_convention(name: str) -> Convention:
+    """mean, std and the 1-crop geometry of timm's pretrained config for `name`."""
+    cfg = import_timm().models.get_pretrained_cfg(name)
+    if cfg is None:
+        return Convention(source="timm")
+    size = int(cfg.input_size[-1])
+    crop_pct = cfg.crop_pct or 0.875
+    return Convention(
+        mean=tuple(float(x) for x in cfg.mean),
+        std=tuple(float(x) for x in cfg.std),
+        input_size=size,
+        resize_size=int(math.floor(size / crop_pct)),
+        source="timm",
+    )
+
+
+def _reachable(url: str) -> bool:
+    """Whether the host of `url` resolves (offline, the hub client would retry for a minute)."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        socket.getaddrinfo(urlparse(url).hostname or "", 443)
+    except OSError:
+        return False
+    return True
+
+
+def _timm_file(name: str) -> str:
+    """timm's published weights for `name` from the Hugging Face hub cache (downloaded once)."""
+    cfg = import_timm().models.get_pretrained_cfg(name)
+    repo = getattr(cfg, "hf_hub_id", None)
+    if not repo:
+        raise _Refusal(f"timm's {name} has no weights on the Hugging Face hub; save a state dict and pass it")
+    import huggingface_hub
+
+    errors = []
+    for local_only in (True, False):  # the hub cache first; then one try online, unless offline
+        if not local_only and not _reachable(huggingface_hub.constants.ENDPOINT):
+            errors.append("no network")
+            break
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            try:
+                return huggingface_hub.hf_hub_download(repo, filename, local_files_only=local_only)
+            except Exception as exc:  # not cached, offline, missing file, gated repo
+                errors.append(_first_line(exc))
+    raise _Refusal(
+        _download_hint(
+            f"timm's weights ({errors[-1]})",
+            f"download the Hugging Face hub repo {repo} into the hub cache on a connected machine",
+            f"timm/{name}",
+        )
+    )
 
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -566,8 +741,8 @@ def _check_convention(ins: Inspection) -> None:
         return
     if conv.class_offset >= arch.num_classes:
         ins.errors.append(f"class_offset {conv.class_offset} leaves no classes of the {arch.num_classes} outputs")
-    if conv.transform_input and arch.name != "torchvision-googlenet":
-        ins.errors.append(f"transform_input is a torchvision GoogLeNet option; {arch.name} has none")
+    if conv.transform_input and arch.name not in TRANSFORM_INPUT_ARCHS:
+        ins.errors.append(f"transform_input is a torchvision GoogLeNet / Inception v3 option; {arch.name} has none")
     if conv.classes is not None:
         canonical = [c.wnid for c in imagenet_classes()]
         if len(conv.classes) != arch.num_classes - conv.class_offset:
@@ -596,8 +771,10 @@ def _read_file(path: str, trust: bool, ins: Inspection) -> tuple[object, object]
     ins.sha256 = sha256_file(path)
     kind = sniff_format(path)
     if kind == "unknown":
-        raise _Refusal("is not a checkpoint (no torch.save, TorchScript or safetensors header)")
+        raise _Refusal("is not a checkpoint (no torch.save, TorchScript, torch.export or safetensors header)")
     ins.format = {"torch": "torch.save"}.get(kind, kind)
+    if kind in PROGRAM_KINDS:
+        return None, None  # read by programs.load_program once the sidecar is known
     if kind == "safetensors":
         tensors, meta = _read_safetensors(path)
         if META_KEY not in meta:
@@ -607,14 +784,58 @@ def _read_file(path: str, trust: bool, ins: Inspection) -> tuple[object, object]
         except (json.JSONDecodeError, RecursionError) as exc:
             what = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
             raise _Refusal(f"safetensors metadata '{META_KEY}' is not usable JSON ({what})") from exc
-    if kind == "torchscript":
-        return _read_torchscript(path), None
     obj, trusted = _torch_load(path, trust)
     if trusted:
         ins.format = "pickled module (trusted)" if isinstance(obj, nn.Module) else "pickle (trusted)"
     else:
         ins.format = "state dict"
     return obj, (obj.get(META_KEY) if isinstance(obj, dict) else None)
+
+
+def _check_published_hash(url: str, ins: Inspection) -> None:
+    """torchvision's file names carry the start of their sha256 (resnet50-11ad3fa6.pth)."""
+    found = re.search(r"-([a-f0-9]{8,})\.", os.path.basename(url))
+    if found and ins.sha256 and not ins.sha256.startswith(found.group(1)):
+        ins.warnings.append(
+            f"the cached file's sha256 does not start with {found.group(1)} as the published one does; "
+            "delete it to download it again"
+        )
+
+
+def _read_published(path: str, ins: Inspection) -> tuple[object, str | None]:
+    """(loaded object, arch) of `torchvision:...` / `timm:...`: published weights, read safely."""
+    name, weights = resolve_spec(path)
+    if weights is not None:
+        file = _torchvision_file(weights)
+        ins.format = "torchvision weights"
+        ins.convention, notes = _torchvision_convention(name, weights)
+        ins.notes += notes
+    else:
+        file = _timm_file(name)
+        ins.format = "timm weights"
+        ins.convention = timm_convention(name)
+    ins.notes.append(f"cached at {file}")
+    ins.size, ins.sha256 = os.path.getsize(file), sha256_file(file)
+    if weights is not None:
+        _check_published_hash(weights.url, ins)
+        return _torch_load(file, trust=False)[0], name
+    if sniff_format(file) == "safetensors":
+        return _read_safetensors(file)[0], f"timm/{name}"
+    return _torch_load(file, trust=False)[0], f"timm/{name}"
+
+
+def _inspect_program(path: str, trust: bool, ins: Inspection) -> Inspection:
+    """A TorchScript or torch.export member: its own program, probed once for its outputs."""
+    module, outputs, fixed_size = load_program(path, ins.format, trust, ins.convention.input_size)
+    state = module.state_dict_tensors()
+    ins.num_params = count_parameters(state)
+    ins.state_digest = state_digest(state)
+    _check_tensors(state, ins)
+    ins.model, ins.arch = module, ArchSpec(ins.format, outputs, False, fixed_size)
+    if module.fixed_batch:
+        ins.notes.append(f"the program takes batches of exactly {module.fixed_batch}; it runs in pieces of that size")
+    _check_convention(ins)
+    return ins
 
 
 def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None) -> Inspection:
@@ -625,13 +846,8 @@ def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None
     """
     ins = Inspection(path=path)
     try:
-        if path.startswith("torchvision:"):
-            file = _torchvision_weights(path)
-            ins.format = "torchvision weights"
-            ins.notes.append(f"cached at {file}")
-            ins.size, ins.sha256 = os.path.getsize(file), sha256_file(file)
-            obj, _ = _torch_load(file, trust=False)
-            ins.convention = Convention(transform_input=True, source="torchvision")
+        if path.startswith(SPEC_PREFIXES):
+            obj, arch = _read_published(path, ins)
         else:
             obj, embedded = _read_file(path, trust, ins)
             sidecar = sidecar_path(path)
@@ -639,10 +855,15 @@ def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None
                 ins.convention = read_sidecar(sidecar)
             elif embedded is not None:
                 ins.convention = parse_convention(embedded, "embedded metadata")
+            if ins.format in PROGRAM_KINDS:
+                return _inspect_program(path, trust, ins)
+            arch = ins.convention.arch
+            if arch is not None and arch.startswith("timm/"):
+                ins.convention = ins.convention.over(timm_convention(arch[len("timm/") :]))
         state, ins.weights, notes = unwrap_state_dict(obj, prefer or ins.convention.weights)
         ins.notes += notes
         _check_tensor_kinds(state)
-    except (_Refusal, CheckpointError) as exc:  # CheckpointError: a bad sidecar or embedded entry
+    except (_Refusal, UserError) as exc:  # CheckpointError (a bad sidecar), ProgramError, ArchitectureError
         ins.errors.append(str(exc))
         return ins
     except OSError as exc:
@@ -653,11 +874,11 @@ def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None
     ins.state_digest = state_digest(state)
     _check_tensors(state, ins)
     try:
-        ins.model, ins.arch = build_model(state)
+        ins.model, ins.arch = build_model(state, arch, ins.convention.input_size)
     except ArchitectureError as exc:
         ins.errors.append(str(exc))
         return ins
-    if ins.convention.transform_input and ins.arch.name == "torchvision-googlenet":
+    if ins.convention.transform_input and ins.arch.name in TRANSFORM_INPUT_ARCHS:
         ins.model.transform_input = True
     _check_convention(ins)
     return ins
@@ -725,3 +946,56 @@ def load_members(
         for n in ins.notes:
             log.info("%s: %s", ins.name, n)
     return [member_from(i) for i in inspections]
+
+
+def check_crop_size(members: list[Member], crop_size: int) -> None:
+    """Refuse, before the first image, a member that cannot take `crop_size` x `crop_size` crops.
+
+    A network with one fixed input size (a ViT, a program exported at a static size) says so;
+    any other is tried on one crop of zeros (a shape check: the numbers are not used).
+    """
+    from .programs import probe
+
+    for m in members:
+        need = m.arch.input_size
+        problem = None
+        if need is not None and need != crop_size:
+            problem = f"takes only {need}x{need} crops"
+        else:
+            try:
+                probe(m.model, crop_size, batch=1)
+            except Exception as exc:
+                problem = f"fails on them ({_first_line(exc)})"
+        if problem:
+            fit = f"crop_size: {need}" if need else "a crop_size it takes"
+            raise CheckpointError(
+                f"member {m.name} cannot take the protocol's {crop_size}x{crop_size} crops: it {problem}; choose a "
+                f"protocol with {fit} (--config FILE.yaml, see configs/) or leave the member out"
+            )
+
+
+def one_crop_scheme(conv: Convention):
+    """The member's own 1-crop view: Resize(resize_size) + CenterCrop(input_size) where its convention
+    gives them (published weights do), else the protocol's Resize(256) + CenterCrop(224)."""
+    from .crops import CropScheme
+
+    crop = conv.input_size or 224
+    resize = max(crop, conv.resize_size or (256 if crop == 224 else int(crop / 0.875)))
+    one = {"squares": ("center",), "crops": ("center",), "flips": ("none",)}
+    return CropScheme(scales=(resize,), crop_size=crop, crop_sets={"1": one})
+
+
+def check_published(ins: Inspection, measured: dict) -> None:
+    """Flag a member whose published 1-crop error falls outside the measured 95% interval.
+
+    measured: `Counts.to_dict()` of the member alone on its own 1-crop view."""
+    if ins.convention.published is None:
+        return
+    for metric, published in zip(("top1", "top5"), ins.convention.published):
+        low, high = measured[f"{metric}_err_ci"]
+        if not low <= published <= high:
+            ins.warnings.append(
+                f"published {metric} error {100 * published:.2f}% is outside the measured 95% interval "
+                f"{100 * low:.2f}-{100 * high:.2f}% ({measured['num_images']} images): different weights, "
+                "input convention or data?"
+            )

@@ -281,7 +281,7 @@ def run_eval(config) -> int:
         raise UserError("no data given; pass --data DIR (one folder per WordNet id)")
     out = _choose_out_dir(config)
 
-    from .checkpoints import expand_model_paths, load_members
+    from .checkpoints import check_crop_size, expand_model_paths, load_members
     from .data import list_samples
 
     expand_model_paths(config.models)  # fail on a bad path before any slow work
@@ -293,6 +293,7 @@ def run_eval(config) -> int:
         prefer="ema" if config.ema else None,
         data_num_classes=_data_num_classes(samples),
     )
+    check_crop_size(members, config.protocol.crop_size)
     _check_index_labels_fit(samples, members[0].num_classes)
     if config.limit is not None:
         samples = samples[: config.limit]
@@ -485,19 +486,19 @@ def run_validate(args: argparse.Namespace) -> int:
     check_together(inspections, data_classes)
     quick: dict[str, dict] = {}
     if samples is not None:
-        from .checkpoints import member_from
+        from .checkpoints import check_crop_size, check_published, member_from, one_crop_scheme
         from .config import DEFAULT_WORKERS, RunConfig
-        from .crops import CropScheme
         from .ensemble import evaluate
 
         subset = samples[: args.limit]
-        scheme = CropScheme()
         for ins in inspections:
             if ins.errors:
                 continue
             member = member_from(ins)
+            scheme = one_crop_scheme(ins.convention)
             try:
                 _check_index_labels_fit(samples, member.num_classes)
+                check_crop_size([member], scheme.crop_size)
             except UserError as exc:
                 ins.errors.append(str(exc))
                 continue
@@ -512,7 +513,8 @@ def run_validate(args: argparse.Namespace) -> int:
                 DEFAULT_WORKERS if args.workers is None else args.workers,
                 progress=False,
             )
-            quick[ins.path] = result.tally.ensemble["1"].to_dict()
+            quick[ins.path] = result.tally.ensemble["1"].to_dict() | {"view": [scheme.scales[0], scheme.crop_size]}
+            check_published(ins, quick[ins.path])
     record = validation_record(inspections, quick)
     if args.json:
         text = json.dumps(record, indent=2) + "\n"

@@ -1,8 +1,8 @@
-"""Input-sensitive GoogLeNet checkpoints made from a few real images, offline.
+"""Input-sensitive demo checkpoints (GoogLeNet, or any torchvision classifier) made from real images, offline.
 
 No pretrained weights can be downloaded here, and a randomly initialised network is useless
 for checking an evaluator: its outputs are near-uniform, so a wrong crop or a wrong class
-order goes unnoticed. These models are randomly initialised torchvision GoogLeNets whose
+order goes unnoticed. These models are randomly initialised torchvision networks (GoogLeNet by default) whose
 BatchNorm statistics are recalibrated on real images and whose final layer is a
 nearest-class-mean classifier over the given images' features, scaled so the softmax is
 peaked. They predict the given images' classes on the standard 1-crop view and react
@@ -41,10 +41,46 @@ def make_demo_googlenet(
     """
     from torchvision.models import GoogLeNet
 
-    if len(images) < 2 or len(images) != len(targets):
-        raise ValueError("need at least two images and one target per image")
     torch.manual_seed(seed)
     model = GoogLeNet(num_classes=num_classes, aux_logits=aux_heads, transform_input=False, init_weights=True)
+    return fit_demo_head(model, images, targets, seed, sharpness, crop_size)
+
+
+@torch.no_grad()
+def make_demo_model(
+    builder: str,
+    images: list[torch.Tensor],
+    targets: list[int],
+    num_classes: int = 1000,
+    seed: int = 0,
+    sharpness: float = 12.0,
+    crop_size: int = 224,
+) -> nn.Module:
+    """Any torchvision classification builder (`resnet18`, ...), made input-sensitive the same way."""
+    import torchvision.models as tvm
+
+    if builder == "googlenet":
+        return make_demo_googlenet(images, targets, num_classes, seed, True, sharpness, crop_size)
+    torch.manual_seed(seed)
+    model = tvm.get_model(builder, weights=None, num_classes=num_classes)
+    return fit_demo_head(model, images, targets, seed, sharpness, crop_size)
+
+
+@torch.no_grad()
+def fit_demo_head(
+    model: nn.Module,
+    images: list[torch.Tensor],
+    targets: list[int],
+    seed: int = 0,
+    sharpness: float = 12.0,
+    crop_size: int = 224,
+) -> nn.Module:
+    """Recalibrate `model`'s BatchNorm statistics on `images` and make its last Linear layer a
+    nearest-class-mean classifier over its input features; returns the model in eval mode."""
+    if len(images) < 2 or len(images) != len(targets):
+        raise ValueError("need at least two images and one target per image")
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    num_classes = head.out_features
     views = torch.stack([_standard_view(im, crop_size) for im in images])
     batch = torch.cat([views, views.flip(-1)])
 
@@ -57,12 +93,12 @@ def make_demo_googlenet(
     model(batch)
     model.eval()
 
-    # Features entering fc, then a nearest-class-mean head on them.
+    # Features entering the last Linear layer, then a nearest-class-mean head on them.
     captured: list[torch.Tensor] = []
-    handle = model.fc.register_forward_hook(lambda mod, inp, out: captured.append(inp[0]))
+    handle = head.register_forward_hook(lambda mod, inp, out: captured.append(inp[0]))
     model(views)
     handle.remove()
-    feats = captured[0]  # [N, 1024]
+    feats = captured[0]  # [N, features]
     mu = feats.mean(dim=0)
     centered = feats - mu
     scale = centered.norm(dim=1).mean().clamp_min(1e-6)
@@ -72,6 +108,6 @@ def make_demo_googlenet(
         rows = centered[[i for i, t in enumerate(targets) if t == cls]].mean(dim=0)
         weight[cls] = rows / rows.norm().clamp_min(1e-6)
     weight = weight * (sharpness / scale)
-    model.fc.weight.copy_(weight)
-    model.fc.bias.copy_(-(weight @ mu))
+    head.weight.copy_(weight)
+    head.bias.copy_(-(weight @ mu))
     return model

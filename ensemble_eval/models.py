@@ -8,13 +8,18 @@ Two GoogLeNet variants are recognised from the keys, never from a flag:
   branch, padding-1 pools and ``conv_block`` naming (``inception3a.branch1.conv_block.0.weight``),
   defined below.
 
-Both with or without the two auxiliary heads, any number of classes. Aux heads are checked
-against the weights and then dropped: they play no part at evaluation.
+Both with or without the two auxiliary heads, any number of classes. Every other torchvision
+classification builder is recognised by its cached key/shape signature (signatures.py), or
+named with ``arch:`` in a sidecar; ``arch: timm/<name>`` builds a timm model (optional
+extra). Aux heads are checked against the weights and then dropped: they play no part at
+evaluation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import warnings
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -30,9 +35,10 @@ class ArchitectureError(UserError):
 class ArchSpec:
     """What the weights say about the network they belong to."""
 
-    name: str  # "torchvision-googlenet" or "paper-googlenet"
+    name: str  # "torchvision-googlenet", "paper-googlenet", a torchvision builder, "timm/<name>", a program kind
     num_classes: int
     aux_heads: bool
+    input_size: int | None = None  # the one crop size the network accepts, where it has one (ViTs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -139,28 +145,119 @@ def _torchvision_googlenet(num_classes: int, aux_heads: bool) -> nn.Module:
     return GoogLeNet(num_classes=num_classes, aux_logits=aux_heads, transform_input=False, init_weights=False)
 
 
-ARCHITECTURES = {
+GOOGLENETS = {
     # name: (key that identifies the layout, builder)
     "torchvision-googlenet": ("inception3a.branch1.conv.weight", _torchvision_googlenet),
     "paper-googlenet": ("inception3a.branch1.conv_block.0.weight", lambda n, aux: PaperGoogLeNet(n, aux)),
 }
+ARCH_ALIASES = {"googlenet": "torchvision-googlenet"}
+AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
+TIMM_EXTRA = "timm models need the optional timm extra: pip install -e '.[timm]' (or pip install timm)"
 
 
-def identify(state: dict[str, torch.Tensor]) -> ArchSpec:
-    """Recognise the architecture of a (prefix-stripped) state dict."""
-    for name, (marker, _) in ARCHITECTURES.items():
-        if marker in state and "fc.weight" in state:
-            fc = state["fc.weight"]
-            if fc.ndim != 2 or fc.shape[1] != 1024:
-                raise ArchitectureError(f"fc.weight has shape {list(fc.shape)}, a GoogLeNet needs [num_classes, 1024]")
-            aux = any(k.startswith(("aux1.", "aux2.")) for k in state)
-            return ArchSpec(name, int(fc.shape[0]), aux)
-    sample = ", ".join(sorted(state)[:3]) or "no tensors at all"
-    raise ArchitectureError(
-        f"unknown architecture (keys start {sample}); supported: torchvision GoogLeNet "
-        "(inception3a.branch1.conv.weight, fc.weight) and paper-style BN GoogLeNet "
-        "(inception3a.branch1.conv_block.0.weight, fc.weight)"
+def _googlenet_spec(name: str, state: dict[str, torch.Tensor]) -> ArchSpec:
+    fc = state.get("fc.weight")
+    if fc is None or fc.ndim != 2 or fc.shape[1] != 1024:
+        got = "no fc.weight" if fc is None else f"fc.weight has shape {list(fc.shape)}"
+        raise ArchitectureError(f"{got}, a GoogLeNet needs [num_classes, 1024]")
+    return ArchSpec(name, int(fc.shape[0]), any(k.startswith(AUX_PREFIXES) for k in state))
+
+
+def import_timm():
+    try:
+        import timm
+    except ImportError:
+        raise ArchitectureError(TIMM_EXTRA) from None
+    return timm
+
+
+def _timm_spec(name: str, state: dict[str, torch.Tensor]) -> ArchSpec:
+    timm = import_timm()
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise ArchitectureError(f"timm has no model {name!r}" + (f"; closest: {', '.join(close)}" if close else ""))
+    classifier = timm.models.get_pretrained_cfg(name).classifier
+    head = classifier[0] if isinstance(classifier, (list, tuple)) else classifier
+    weight = state.get(f"{head}.weight")
+    if weight is None:
+        raise ArchitectureError(f"missing key {head + '.weight'!r}: the classifier of timm/{name}")
+    return ArchSpec(f"timm/{name}", int(weight.shape[0]), False)
+
+
+def _unknown(state: dict[str, torch.Tensor]) -> ArchitectureError:
+    from .signatures import matches
+
+    if not state:
+        return ArchitectureError("unknown architecture: the state dict holds no tensors")
+    closest = matches(state)[:3]
+    named = "; ".join(
+        f"{c.signature.builder} ({c.shared} of {len(c.signature.shapes)} keys, {c.difference})" for c in closest
     )
+    return ArchitectureError(
+        f"unknown architecture; closest: {named}. Name it with arch: in a sidecar (a torchvision builder, "
+        "timm/<name>), or re-save the network as TorchScript or torch.export"
+    )
+
+
+def identify(state: dict[str, torch.Tensor], arch: str | None = None) -> ArchSpec:
+    """Recognise the architecture of a (prefix-stripped) state dict.
+
+    `arch` (from a sidecar or embedded entry) names it: a torchvision builder
+    (`resnet50`), `paper-googlenet`, or `timm/<name>`. Without it, the two GoogLeNet layouts are
+    recognised by their keys and every other torchvision builder by its cached signature.
+    """
+    arch = ARCH_ALIASES.get(arch, arch)
+    if arch is not None and arch.startswith("timm/"):
+        return _timm_spec(arch[len("timm/") :], state)
+    if arch in GOOGLENETS or arch is None:
+        for name, (marker, _) in GOOGLENETS.items():
+            if (arch is None or arch == name) and marker in state:
+                return _googlenet_spec(name, state)
+        if arch is not None:
+            raise ArchitectureError(f"weights do not fit {arch}: missing key {GOOGLENETS[arch][0]!r}")
+    from .signatures import builder_names, matches, signatures_of
+
+    if arch is not None and arch not in builder_names():
+        close = difflib.get_close_matches(arch, builder_names() + list(GOOGLENETS), n=3)
+        raise ArchitectureError(
+            f"arch {arch!r} is not a torchvision classification builder"
+            + (f" (closest: {', '.join(close)})" if close else "")
+            + "; for timm models write timm/<name>"
+        )
+    if arch is not None:  # named: the class count from its classifier; build_model names any mismatch
+        sigs = signatures_of(arch)
+        aux = any(k.startswith(AUX_PREFIXES) for k in state)
+        sig = next((s for s in sigs if s.aux_heads == aux), sigs[0])
+        key, dim = next(iter(sig.class_dims.items()))
+        if key not in state or state[key].ndim <= dim:
+            raise ArchitectureError(f"weights do not fit {arch}: missing key {key!r} (its classifier)")
+        return ArchSpec(arch, int(state[key].shape[dim]), sig.aux_heads)
+    found = matches(state)
+    fitting = [c for c in found if c.difference is None]
+    if len(fitting) > 1:
+        names = ", ".join(c.signature.builder for c in fitting)
+        raise ArchitectureError(f"ambiguous architecture: the weights fit {names}; name one with arch: in a sidecar")
+    if fitting:
+        sig = fitting[0].signature
+        return ArchSpec(sig.builder, int(fitting[0].num_classes or 0), sig.aux_heads)
+    raise _unknown(state)
+
+
+def _build(spec: ArchSpec, input_size: int | None = None) -> nn.Module:
+    if spec.name in GOOGLENETS:
+        return GOOGLENETS[spec.name][1](spec.num_classes, spec.aux_heads)
+    if spec.name.startswith("timm/"):
+        return import_timm().create_model(spec.name[len("timm/") :], pretrained=False, num_classes=spec.num_classes)
+    import torchvision.models as tvm
+
+    from .signatures import builder_kwargs
+
+    kwargs = builder_kwargs(spec.name, **({"aux_logits": spec.aux_heads} if spec.name == "inception_v3" else {}))
+    if spec.name.startswith("vit_") and input_size:
+        kwargs["image_size"] = input_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return tvm.get_model(spec.name, weights=None, num_classes=spec.num_classes, **kwargs)
 
 
 def first_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
@@ -168,6 +265,8 @@ def first_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | No
     expected = model.state_dict()
     for key, tensor in expected.items():
         if key not in state:
+            if key.endswith("num_batches_tracked"):
+                continue  # absent from old BatchNorm states; not used at evaluation
             return f"missing key {key!r}"
         if tuple(state[key].shape) != tuple(tensor.shape):
             return f"{key!r} has shape {list(state[key].shape)}, the architecture needs {list(tensor.shape)}"
@@ -177,24 +276,45 @@ def first_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | No
     return None
 
 
-def build_model(state: dict[str, torch.Tensor]) -> tuple[nn.Module, ArchSpec]:
-    """A model in eval mode with `state` loaded strictly, plus what it is."""
-    spec = identify(state)
-    model = ARCHITECTURES[spec.name][1](spec.num_classes, spec.aux_heads)
+def build_model(
+    state: dict[str, torch.Tensor], arch: str | None = None, input_size: int | None = None
+) -> tuple[nn.Module, ArchSpec]:
+    """A model in eval mode with `state` loaded strictly, plus what it is (see `identify`).
+
+    `input_size` builds torchvision ViTs for that image size (their position embeddings
+    depend on it)."""
+    spec = identify(state, arch)
+    model = _build(spec, input_size)
     problem = first_mismatch(model, state)
     if problem:
         raise ArchitectureError(f"weights do not fit {spec.name}: {problem}")
+    expected = model.state_dict()
+    state = {k: v for k, v in expected.items() if k.endswith("num_batches_tracked") and k not in state} | state
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # e.g. a tensor kind load_state_dict cannot copy
         first = str(exc).strip().splitlines()[-1].strip()[:160]
         raise ArchitectureError(f"weights do not load into {spec.name}: {first}") from exc
-    if spec.aux_heads:
+    if spec.aux_heads:  # training-only heads: checked against the weights, then dropped
         if hasattr(model, "aux_logits"):
             model.aux_logits = False
-        model.aux1 = None
-        model.aux2 = None
-    return model.eval(), spec
+        for name in ("aux1", "aux2", "AuxLogits"):
+            if hasattr(model, name):
+                setattr(model, name, None)
+    return model.eval(), replace(spec, input_size=required_size(model))
+
+
+def required_size(model: nn.Module) -> int | None:
+    """The one input size a network accepts, where it says so (ViTs: torchvision's image_size,
+    timm's strict patch embedding)."""
+    size = getattr(model, "image_size", None)
+    if isinstance(size, int):
+        return size
+    embed = getattr(model, "patch_embed", None)
+    img = getattr(embed, "img_size", None)
+    if img is not None and getattr(embed, "strict_img_size", False) and not getattr(embed, "dynamic_img_size", False):
+        return int(img[0]) if isinstance(img, (tuple, list)) else int(img)
+    return None
 
 
 def count_parameters(state: dict[str, torch.Tensor]) -> int:

@@ -440,8 +440,11 @@ def _short_params(n: int | None) -> str:
 def render_validation(inspections, quick: dict[str, dict]) -> str:
     """One row per checkpoint, then each file's errors, warnings and notes."""
     header = ["File", "SHA256", "Format", "Arch", "Params", "Classes", "Aux", "Input", "Verdict"]
+    published = quick and any(i.convention.published for i in inspections)
     if quick:
-        header[-1:-1] = ["Top-1 err", "Top-5 err"]
+        header[-1:-1] = ["View", "Top-1 err (95% CI)", "Top-5 err (95% CI)"]
+    if published:
+        header[-1:-1] = ["Published top-1", "Published top-5"]
     rows = []
     for ins in inspections:
         row = [
@@ -457,7 +460,17 @@ def render_validation(inspections, quick: dict[str, dict]) -> str:
         ]
         if quick:
             q = quick.get(ins.path)
-            row[-1:-1] = [_pct(q["top1_err"]), _pct(q["top5_err"])] if q else ["-", "-"]
+            row[-1:-1] = (
+                [
+                    f"{q['view'][0]}/{q['view'][1]}",
+                    *(_pct_ci(q[f"{k}_err"], q[f"{k}_err_ci"]) for k in ("top1", "top5")),
+                ]
+                if q
+                else ["-", "-", "-"]
+            )
+        if published:
+            pub = ins.convention.published
+            row[-1:-1] = [_pct(pub[0]), _pct(pub[1])] if pub else ["-", "-"]
         rows.append(row)
     lines = [format_text_table(header, rows), ""]
     for ins in inspections:
@@ -465,7 +478,10 @@ def render_validation(inspections, quick: dict[str, dict]) -> str:
             lines += [f"{ins.name}: {label}: {item}" for item in items]
     if quick:
         n = next(iter(quick.values()))["num_images"]
-        lines.append(f"errors: 1 crop (Resize 256 + CenterCrop 224) on the first {n} images, each checkpoint alone")
+        lines.append(
+            f"errors: 1 crop on the first {n} images, each checkpoint alone; View = Resize/CenterCrop (the "
+            "member's published geometry, else 256/224, bilinear); a published error outside the 95% interval is a WARN"
+        )
     usable = sum(not i.errors for i in inspections)
     lines.append(f"{usable} of {len(inspections)} checkpoint(s) usable")
     return "\n".join(lines) + "\n"

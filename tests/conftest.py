@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,12 +12,22 @@ import torch
 
 from ensemble_eval.crops import CropScheme
 from ensemble_eval.data import decode_image, list_samples
-from ensemble_eval.demo import make_demo_googlenet
+from ensemble_eval.demo import make_demo_googlenet, make_demo_model
 
 TESTS = Path(__file__).parent
 DATA = TESTS / "data" / "imagenet"
 SHARED = TESTS.parent.parent / "shared" / "data" / "imagenet-sample"
+QUICK = str(TESTS.parent / "configs" / "quick-72px.yaml")
 sys.path.insert(0, str(TESTS))  # for reference_protocol
+# the architecture signature cache of this test session (subprocesses inherit it); never the user's
+CACHE = os.environ["ENSEMBLE_EVAL_CACHE"] = tempfile.mkdtemp(prefix="ensemble-eval-cache-")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
+    shutil.rmtree(CACHE, ignore_errors=True)
+
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = [
@@ -78,3 +90,14 @@ def demo_ckpts(demo_models, tmp_path_factory):
         save_checkpoint(demo_models[0], d / "a.pt"),
         save_checkpoint(demo_models[1], d / "b.pt", wrap="state_dict", prefix="module."),
     ]
+
+
+@pytest.fixture(scope="session")
+def mixed_models(samples, images, demo_models):
+    """Input-sensitive GoogLeNet, ResNet-18 and MobileNetV3-small (random weights, heads fitted to the images)."""
+    targets = [s.target for s in samples]
+    return {
+        "googlenet": demo_models[1],
+        "resnet18": make_demo_model("resnet18", images, targets, seed=2),
+        "mobilenet_v3_small": make_demo_model("mobilenet_v3_small", images, targets, seed=3),
+    }
