@@ -19,6 +19,7 @@ convention) and a verdict, OK / WARN / ERROR with reasons. Evaluation refuses ER
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import hashlib
 import json
@@ -26,6 +27,7 @@ import logging
 import math
 import os
 import re
+import sys
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -601,7 +603,8 @@ def _torchvision_file(weights) -> str:
     target = cache / os.path.basename(weights.url)
     if not target.is_file():
         try:
-            torch.hub.load_state_dict_from_url(weights.url, model_dir=str(cache), progress=True, check_hash=True)
+            with contextlib.redirect_stdout(sys.stderr):  # torch.hub announces on stdout (validate --json -)
+                torch.hub.load_state_dict_from_url(weights.url, model_dir=str(cache), progress=True, check_hash=True)
         except Exception as exc:
             builder = weights.url.rsplit("/", 1)[-1].split("-")[0]
             raise _Refusal(
@@ -814,6 +817,11 @@ def _read_published(path: str, ins: Inspection) -> tuple[object, str | None]:
         file = _timm_file(name)
         ins.format = "timm weights"
         ins.convention = timm_convention(name)
+        cfg = import_timm().models.get_pretrained_cfg(name)
+        ins.notes.append(
+            f"timm's {name}: published with Resize({ins.convention.resize_size}, {cfg.interpolation}) "
+            f"+ CenterCrop({ins.convention.input_size})"
+        )
     ins.notes.append(f"cached at {file}")
     ins.size, ins.sha256 = os.path.getsize(file), sha256_file(file)
     if weights is not None:

@@ -54,6 +54,9 @@ examples:
   # check checkpoints first (format, architecture, classes, input convention, verdict)
   ensemble-eval validate ckpts/*
 
+  # a mixed ensemble: a GoogLeNet, a ResNet state dict, published weights by name, a torch.export program
+  ensemble-eval --models googlenet.pt resnet50.pth torchvision:mobilenet_v3_large model.pt2 --data val/
+
   # everything the paper's Table 3 needs, all four merge modes, and the raw material for `report`
   ensemble-eval --models 'ckpts/*.pt' --data val/ --table --compare-merges --save-logits --out runs/t3
 
@@ -70,11 +73,12 @@ examples:
   ensemble-eval validate ckpts/*                       # one row and verdict per file
   ensemble-eval validate ckpts/*.pt --json report.json # the same as JSON (--json alone: stdout)
   ensemble-eval validate a.pt b.pt --data /data/imagenet/val --limit 200   # + quick 1-crop errors
-  ensemble-eval validate torchvision:googlenet         # torchvision's published weights
+  ensemble-eval validate torchvision:resnet50:IMAGENET1K_V2 timm:convnext_tiny   # published weights by name
 
 exit status: 0 every file is usable (OK or WARN), 1 some file has an ERROR, 2 bad command line.
-sidecar: a.pt.yaml or a.yaml beside a.pt sets mean, std, color (RGB/BGR), input_scale (1/255),
-transform_input, class_offset, classes, weights (ema/raw); see README "Checkpoints".
+sidecar: a.pt.yaml or a.yaml beside a.pt sets arch (resnet50, timm/<name>), mean, std, color (RGB/BGR),
+input_scale (1/255), transform_input, class_offset, classes, weights (ema/raw), input_size, resize_size,
+published ({top1_err, top5_err}); see README "Checkpoints".
 """
 
 
@@ -130,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
     g = p.add_argument_group("inputs")
-    g.add_argument("--models", nargs="+", metavar="CKPT", help="checkpoint files or shell globs (quoted or not)")
+    g.add_argument(
+        "--models",
+        nargs="+",
+        metavar="CKPT",
+        help="checkpoint files, shell globs (quoted or not), torchvision:<builder>[:<WEIGHTS>] or timm:<name>",
+    )
     g.add_argument(
         "--data", metavar="DIR", help="image root: one folder per WordNet id, or a flat folder with --labels"
     )
@@ -455,7 +464,12 @@ def build_validate_parser() -> argparse.ArgumentParser:
         epilog=VALIDATE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoint files, globs or torchvision:googlenet")
+    p.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="CKPT",
+        help="checkpoint files, globs, torchvision:<builder>[:<WEIGHTS>] or timm:<name>",
+    )
     p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write the report as JSON (to FILE or stdout)")
     _add_checkpoint_options(p)
     g = p.add_argument_group("quick accuracy check (1 crop per image, each checkpoint alone)")

@@ -215,7 +215,7 @@ def identify(state: dict[str, torch.Tensor], arch: str | None = None) -> ArchSpe
                 return _googlenet_spec(name, state)
         if arch is not None:
             raise ArchitectureError(f"weights do not fit {arch}: missing key {GOOGLENETS[arch][0]!r}")
-    from .signatures import builder_names, matches, signatures_of
+    from .signatures import builder_names, matches, signatures_of, vit_image_size
 
     if arch is not None and arch not in builder_names():
         close = difflib.get_close_matches(arch, builder_names() + list(GOOGLENETS), n=3)
@@ -239,7 +239,8 @@ def identify(state: dict[str, torch.Tensor], arch: str | None = None) -> ArchSpe
         raise ArchitectureError(f"ambiguous architecture: the weights fit {names}; name one with arch: in a sidecar")
     if fitting:
         sig = fitting[0].signature
-        return ArchSpec(sig.builder, int(fitting[0].num_classes or 0), sig.aux_heads)
+        size = vit_image_size(state) if sig.builder.startswith("vit_") else None
+        return ArchSpec(sig.builder, int(fitting[0].num_classes or 0), sig.aux_heads, size)
     raise _unknown(state)
 
 
@@ -282,9 +283,9 @@ def build_model(
     """A model in eval mode with `state` loaded strictly, plus what it is (see `identify`).
 
     `input_size` builds torchvision ViTs for that image size (their position embeddings
-    depend on it)."""
+    depend on it; without it, the size is read from the position embedding)."""
     spec = identify(state, arch)
-    model = _build(spec, input_size)
+    model = _build(spec, input_size or spec.input_size)
     problem = first_mismatch(model, state)
     if problem:
         raise ArchitectureError(f"weights do not fit {spec.name}: {problem}")

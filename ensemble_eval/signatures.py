@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -34,6 +35,17 @@ PROBE_CLASSES = (1000, 7)  # two class counts: the keys whose shape differs are 
 VARIANTS = {"inception_v3": (("", {"aux_logits": True}), ("-no-aux", {"aux_logits": False}))}
 NO_INIT = {"googlenet", "inception_v3"}  # builders that take init_weights (skips a slow scipy init)
 AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
+SIZE_KEYS = ("encoder.pos_embedding",)  # torchvision ViTs: its length follows the image size
+
+
+def vit_image_size(state: dict[str, torch.Tensor]) -> int | None:
+    """The image size a torchvision ViT state dict was made for, from its position embedding
+    (1 + (size / patch)^2 tokens) and patch size; None for other networks."""
+    pos, proj = state.get("encoder.pos_embedding"), state.get("conv_proj.weight")
+    if pos is None or proj is None or pos.ndim != 3 or proj.ndim != 4:
+        return None
+    side = math.isqrt(max(pos.shape[1] - 1, 0))
+    return side * int(proj.shape[-1]) if side and side * side == pos.shape[1] - 1 else None
 
 
 @dataclass(frozen=True)
@@ -151,14 +163,14 @@ class Comparison:
     signature: Signature
     num_classes: int | None  # the class count the classifier keys agree on, if they fit
     shared: int  # keys present in both
-    difference: str | None  # the first missing / unexpected key or shape that differs; None = fits
+    extra: int  # keys of the state dict the signature lacks
+    difference: str | None  # the first missing / unexpected key or differing shape; None: it fits
 
     @property
     def score(self) -> float:
+        """Shared keys over all keys of either (1.0: the same key set)."""
         total = len(self.signature.shapes) + self.extra
         return self.shared / total if total else 0.0
-
-    extra: int = 0  # keys of the state dict the signature lacks
 
 
 def compare(state: dict[str, torch.Tensor], sig: Signature) -> Comparison:
@@ -179,11 +191,11 @@ def compare(state: dict[str, torch.Tensor], sig: Signature) -> Comparison:
             if got == want and (num_classes is None or got[dim] == num_classes):
                 num_classes = got[dim]
                 continue
-        if got != expected:
+        if got != expected and not (key in SIZE_KEYS and vit_image_size(state) is not None):
             difference = difference or f"{key!r} has shape {list(got)}, {sig.builder} needs {list(expected)}"
     if difference is None and extra:
         difference = f"unexpected key {next(k for k in keys if k not in sig.shapes)!r}"
-    return Comparison(sig, num_classes, shared, difference, extra)
+    return Comparison(sig, num_classes, shared, extra, difference)
 
 
 def signatures_of(builder: str) -> list[Signature]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import DATA, QUICK
+from conftest import DATA, DEVICES, QUICK
 from reference_protocol import ONE_CROP, TEN_CROPS, crop_keys, decode, reference_probs
 
 from ensemble_eval import signatures
@@ -78,10 +78,14 @@ def test_mixed_ensemble_equals_independent_per_crop_evaluation(tmp_path, mixed_m
         (data / s.rel_path).write_bytes(s.path.read_bytes())
     for crops, keys in (("1", ONE_CROP), ("10", TEN_CROPS), ("144", crop_keys())):
         out = tmp_path / f"run{crops}"
-        code = main(["--models", *paths, "--data", str(data), "--crops", crops, "--out", str(out), "--no-progress"])
-        assert code == 0
+        table = ["--table"] if crops == "144" else []  # Table 3 and the curve, from the same mixed pass
+        args = ["--models", *paths, "--data", str(data), "--crops", crops, *table, "--out", str(out)]
+        assert main([*args, "--no-progress"]) == 0
         pred = np.load(out / "predictions.npz")
         summary = json.loads((out / "summary.json").read_text())
+        if table:
+            assert summary["table"][0]["label"].startswith("best member (") and len(summary["table"]) == 6
+            assert (out / "curve.csv").read_text().count("\n") > 3
         assert [m["arch"] for m in summary["models"]] == ["torchvision-googlenet", "mobilenet_v3_small", "resnet18"]
         for row, rel in enumerate(pred["paths"]):
             expected = reference_probs(decode(data / rel), refs, keys).numpy()
@@ -130,6 +134,12 @@ def test_builders_are_recognised_with_their_class_count(builder, kwargs):
     spec = identify(model.state_dict())
     assert (spec.name, spec.num_classes) == (builder, 17)
     assert spec.aux_heads == kwargs.get("aux_logits", False)
+
+
+def test_a_vit_is_recognised_at_its_own_image_size():
+    state = torchvision.models.vit_b_32(image_size=96, num_classes=5).state_dict()
+    spec = identify(state)
+    assert (spec.name, spec.num_classes, spec.input_size) == ("vit_b_32", 5, 96)
 
 
 def test_named_arch_loads_and_mismatches_are_named(tmp_path, mixed_models):
@@ -206,7 +216,8 @@ def test_programs_give_the_eager_models_probabilities(resnet_programs, name):
         assert ins.arch.input_size == 64 and ins.model.fixed_batch == 2
 
 
-def test_program_runs_in_an_ensemble_like_its_eager_twin(tmp_path, resnet_programs, mixed_models):
+@pytest.mark.parametrize("device", DEVICES)
+def test_program_runs_in_an_ensemble_like_its_eager_twin(tmp_path, resnet_programs, device):
     model, d = resnet_programs
     eager = tmp_path / "eager.pt"
     torch.save(model.state_dict(), eager)
@@ -214,7 +225,7 @@ def test_program_runs_in_an_ensemble_like_its_eager_twin(tmp_path, resnet_progra
     for name, path in (("eager", eager), ("program", d / "r18_static.pt2")):
         out = tmp_path / name
         args = ["--models", str(path), "--data", str(DATA), "--config", QUICK, "--crops", "10"]
-        assert main([*args, "--out", str(out), "--no-progress"]) == 0
+        assert main([*args, "--out", str(out), "--no-progress", "--device", device]) == 0
         runs[name] = np.load(out / "predictions.npz")["probs"]
     assert np.abs(runs["eager"] - runs["program"]).max() <= 1e-5
 
