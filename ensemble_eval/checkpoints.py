@@ -597,7 +597,7 @@ def _download_hint(what: str, where: str, arch: str) -> str:
     )
 
 
-def _torchvision_file(weights) -> str:
+def _torchvision_file(builder: str, weights) -> str:
     """The cached file of torchvision's published weights, downloaded once; a clear refusal offline."""
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     target = cache / os.path.basename(weights.url)
@@ -606,7 +606,6 @@ def _torchvision_file(weights) -> str:
             with contextlib.redirect_stdout(sys.stderr):  # torch.hub announces on stdout (validate --json -)
                 torch.hub.load_state_dict_from_url(weights.url, model_dir=str(cache), progress=True, check_hash=True)
         except Exception as exc:
-            builder = weights.url.rsplit("/", 1)[-1].split("-")[0]
             raise _Refusal(
                 _download_hint(
                     f"torchvision's weights ({_first_line(exc)})",
@@ -809,7 +808,7 @@ def _read_published(path: str, ins: Inspection) -> tuple[object, str | None]:
     """(loaded object, arch) of `torchvision:...` / `timm:...`: published weights, read safely."""
     name, weights = resolve_spec(path)
     if weights is not None:
-        file = _torchvision_file(weights)
+        file = _torchvision_file(name, weights)
         ins.format = "torchvision weights"
         ins.convention, notes = _torchvision_convention(name, weights)
         ins.notes += notes
