@@ -17,7 +17,8 @@ import torch
 
 from .checkpoints import Convention, Member
 from .crops import CropScheme
-from .ensemble import Plan, evaluate, place_members
+from .engine import evaluate
+from .ensemble import Plan, place_members
 from .models import ArchSpec
 
 TARGETS = {"e2e_over_model": 0.9, "e2e_over_naive": 2.0, "model_over_ceiling": 0.55}

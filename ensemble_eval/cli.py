@@ -24,15 +24,9 @@ from pathlib import Path
 
 from . import __version__
 from .config import MERGES
-from .errors import UserError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNUSABLE, EXIT_USER_ERROR, UserError
 
 log = logging.getLogger("ensemble_eval")
-
-EXIT_OK = 0
-EXIT_UNUSABLE = 1
-EXIT_USER_ERROR = 2
-EXIT_SKIPPED = 3
-EXIT_INTERRUPTED = 130
 
 EPILOG = """\
 examples:
@@ -89,6 +83,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -227,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--save-every", type=_positive_int, metavar="N", help="images per process between progress saves (default 32)"
     )
+    g.add_argument(
+        "--save-interval",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="seconds between progress saves, whichever of the two comes first (default 60)",
+    )
 
     g = p.add_argument_group("outputs")
     g.add_argument("--out", metavar="DIR", help="run directory for the result files (default runs/<UTC time>)")
@@ -321,138 +331,9 @@ def run_eval(config) -> int:
 
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
-    return _evaluate_resumable(config, out, samples, members, device, set_names, batch_size, real)
+    from .engine import run_evaluation
 
-
-def _resume_command(out: Path) -> str:
-    args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
-    if "--out" not in args:
-        args += ["--out", str(out)]
-    return "ensemble-eval " + " ".join(args) + " --resume"
-
-
-def _evaluate_resumable(config, out: Path, samples, members, device, set_names, batch_size, real) -> int:
-    """The evaluation proper: sharded over torchrun processes, saved in chunks, resumable."""
-    import itertools
-    import signal
-
-    from . import distributed as D
-    from .analysis import analyze, load_records
-    from .data import DataError
-    from .ensemble import Accumulator, EvalResult, Plan, progress_bar, run_batches, show_progress
-    from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis, write_json
-    from .runstate import ProgressStore, ResumeError, assemble, fingerprint
-
-    world = D.world_from_env()
-    device = D.init(world, device)
-    out = Path(D.broadcast_from_main(str(out), world))  # one run directory for every process
-    plan = Plan.make(
-        config.protocol,
-        set_names,
-        config.crops,
-        batch_size,
-        config.precision,
-        num_members=len(members),
-        merges=config.merges,
-        curve_samples=config.curve_samples,
-        seed=config.seed,
-        save_statistics=config.save_logits,
-    )
-    store = ProgressStore(out)
-    opened: tuple = (set(), None)
-    if world.is_main:
-        try:
-            opened = (store.open(fingerprint(members, samples, plan), config.resume, config.overwrite), None)
-        except ResumeError as exc:
-            opened = (set(), str(exc))
-    done, problem = D.broadcast_from_main(opened, world)
-    if problem:
-        raise ResumeError(problem)
-    num_batches = plan.num_batches(len(samples))
-    remaining = [b for b in range(num_batches) if b not in done]
-    mine = D.shard(remaining, world)
-    per_round = max(1, math.ceil(config.save_every / plan.images_per_batch))  # batches per process per save
-    rounds = math.ceil(math.ceil(len(remaining) / world.world_size) / per_round)  # same on every process
-    done_images = sum(min(plan.images_per_batch, len(samples) - b * plan.images_per_batch) for b in done)
-    if done and world.is_main:
-        print(f"resuming {out}: {done_images} of {len(samples)} images already done", file=sys.stderr)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # pre-emption: save and stop like Ctrl-C
-
-    acc = Accumulator(len(members), set_names)
-    bar = progress_bar(len(samples), config.progress and world.is_main, initial=done_images)
-    start = time.perf_counter()
-    batches = run_batches(samples, mine, plan, members, device, config.workers, config.channels_last)
-    try:
-        for _ in range(rounds):
-            results = list(itertools.islice(batches, per_round))
-            failure = None
-            if config.strict:
-                failure = next((f"{samples[i].rel_path}: {why}" for r in results for i, why in r.failures), None)
-            if failure:  # keep only whole, clean batches: the bad image may be fixed before --resume
-                results = [r for r in results if not r.failures]
-            gathered = D.gather_to_main((results, failure), world)
-            stop = None
-            if world.is_main:
-                finished = [r for part, _ in gathered for r in part]
-                store.write(finished)
-                for r in finished:
-                    acc.add(r)
-                    bar.update(int(r.indices.shape[0]) + len(r.failures))
-                if config.progress:
-                    show_progress(bar, acc, plan, len(members), acc.num_images, start)
-                stop = next((f for _, f in gathered if f), None)
-            stop = D.broadcast_from_main(stop, world)
-            if stop:
-                raise DataError(
-                    f"cannot decode image {stop} (--strict: stopped; the images before it are saved, "
-                    "fix or remove the file, then add --resume)"
-                )
-    except KeyboardInterrupt:
-        bar.close()  # before the message, so the bar does not overwrite it
-        if world.is_main:
-            print(
-                f"ensemble-eval: interrupted; progress saved in {out / 'progress'}; resume with:\n"
-                f"  {_resume_command(out)}",
-                file=sys.stderr,
-            )
-        D.finish(world)
-        return EXIT_INTERRUPTED
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - start
-
-    code = EXIT_OK
-    if world.is_main:
-        clear_outputs(out)
-        names = [m.name for m in members]
-        num_classes = members[0].num_classes
-        total = assemble(store, samples, plan, names, num_classes, out)
-        result = EvalResult(
-            samples=[],
-            set_names=set_names,
-            crops_per_set=plan.crops_per_set,
-            crops_per_image=plan.crops_per_image,
-            tally=total.tally(),
-            probs=None,
-            requested_set=config.crops,
-            seconds=seconds,
-            skipped=[(samples[i].rel_path, reason) for i, reason in total.skipped],
-            resumed=bool(done),
-            world_size=world.world_size,
-            merges=plan.merges,
-        )
-        records = load_records(out)
-        analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "")
-        record = with_analysis(summary_record(config, members, result, device, batch_size), analysis)
-        written = ["summary.json", "predictions.npz"] + (["logits.npz"] if config.save_logits else [])
-        written += analysis_files(out, record)
-        write_json(out / "summary.json", record)
-        print(run_text(record, written, out, seconds, str(device)), end="")
-        store.finish()
-        code = EXIT_SKIPPED if result.skipped else EXIT_OK
-    code = D.broadcast_from_main(code, world)
-    D.finish(world)
-    return code
+    return run_evaluation(config, out, samples, members, device, set_names, batch_size, real)
 
 
 def build_validate_parser() -> argparse.ArgumentParser:
@@ -502,7 +383,7 @@ def run_validate(args: argparse.Namespace) -> int:
     if samples is not None:
         from .checkpoints import check_crop_size, check_published, member_from, one_crop_scheme
         from .config import DEFAULT_WORKERS, RunConfig
-        from .ensemble import evaluate
+        from .engine import evaluate
 
         subset = samples[: args.limit]
         for ins in inspections:

@@ -8,6 +8,7 @@ configs/ilsvrc2014.yaml); the command line overrides both.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class RunConfig:
     resume: bool = False  # continue the unfinished run in --out
     strict: bool = False  # stop at the first undecodable image instead of skipping it
     save_every: int = 32  # images per process between progress saves
+    save_interval: float = 60.0  # seconds between progress saves (whichever comes first)
     precision: str = "fp32"  # forward passes in fp32, or under bf16/fp16 autocast (softmax stays fp32)
     merge: str = "mean-prob"  # how crops and members are combined (the paper: mean of softmax)
     compare_merges: bool = False  # also compute every other merge mode in the same pass
@@ -85,6 +87,11 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):
                 raise ConfigError(f"{_option(name)} must be a positive integer, got {short_repr(value)}")
+        value = self.save_interval
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(
+                f"{_option('save_interval')} must be a positive number of seconds, got {short_repr(value)}"
+            )
         if type(self.workers) is not int or self.workers < 0:
             raise ConfigError(f"{_option('workers')} must be an integer >= 0, got {short_repr(self.workers)}")
         if type(self.seed) is not int or self.seed < 0:

@@ -69,6 +69,17 @@ def gather_to_main(obj, world: World) -> list | None:
     return out
 
 
+def all_reduce_sum(values: list[int], world: World, device: torch.device) -> list[int]:
+    """The element-wise sum of every process's `values` (small integer vectors), on every process."""
+    if not world.distributed:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.int64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
 def broadcast_from_main(obj, world: World):
     """Rank 0's `obj` on every process."""
     if not world.distributed:

@@ -10,7 +10,6 @@ crops and over all members.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,7 +19,7 @@ from torch import nn
 
 from .checkpoints import Member
 from .crops import CropScheme
-from .data import DataError, Sample, crop_loader
+from .data import Sample, crop_loader
 from .merge import CropGroups, class_dtype, curve_subsets, group_statistics, merge_records, statistics_for, table_rows
 from .metrics import Tally, hits_from_top5
 
@@ -318,33 +317,6 @@ class Accumulator:
         return (self.num_images - top1) / self.num_images, (self.num_images - top5) / self.num_images
 
 
-def progress_bar(total: int, enabled: bool, initial: int = 0):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        unit="img",
-        disable=not enabled,
-        dynamic_ncols=True,
-        desc="evaluating",
-        smoothing=0.1,
-    )
-
-
-def show_progress(bar, acc: Accumulator, plan: Plan, num_members: int, done_here: int, start: float) -> None:
-    elapsed = max(time.perf_counter() - start, 1e-9)
-    top1_err, top5_err = acc.running_errors(plan.requested_set)
-    bar.set_postfix(
-        {
-            "crops/s": f"{done_here * plan.crops_per_image * num_members / elapsed:.1f}",
-            "top1_err": f"{100 * top1_err:.2f}%",
-            "top5_err": f"{100 * top5_err:.2f}%",
-        },
-        refresh=False,
-    )
-
-
 @dataclass
 class EvalResult:
     samples: list[Sample]  # the evaluated samples, in order (skipped ones left out)
@@ -363,58 +335,3 @@ class EvalResult:
     @property
     def num_images(self) -> int:
         return self.tally.ensemble[self.requested_set].num_images
-
-
-def evaluate(
-    samples: list[Sample],
-    members: list[Member],
-    scheme: CropScheme,
-    set_names: list[str],
-    requested_set: str,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
-    channels_last: bool = True,
-    progress: bool = True,
-    strict: bool = True,
-    precision: str = "fp32",
-) -> EvalResult:
-    """Evaluate the ensemble on `samples` for every crop set in `set_names`, in memory.
-
-    Only the crops some set needs are extracted. `batch_size` is the number of crops per
-    forward pass; a loader batch holds max(1, batch_size // K) images. Undecodable images
-    raise DataError when `strict`, else they are left out and listed in `skipped`.
-    """
-    plan = Plan.make(scheme, set_names, requested_set, batch_size, precision, num_members=len(members))
-    acc = Accumulator(len(members), set_names)
-    probs = np.zeros((len(samples), members[0].num_classes), dtype=np.float32)
-    evaluated = np.zeros(len(samples), dtype=bool)
-    bar = progress_bar(len(samples), progress)
-    start = time.perf_counter()
-    try:
-        for result in run_batches(
-            samples, list(range(plan.num_batches(len(samples)))), plan, members, device, workers, channels_last
-        ):
-            if result.failures and strict:
-                position, reason = result.failures[0]
-                raise DataError(f"cannot decode image {samples[position].path}: {reason}", reason=reason)
-            acc.add(result)
-            probs[result.indices] = result.probs
-            evaluated[result.indices] = True
-            if progress:
-                show_progress(bar, acc, plan, len(members), acc.num_images, start)
-            bar.update(int(result.indices.shape[0]) + len(result.failures))
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - start
-    return EvalResult(
-        [s for s, ok in zip(samples, evaluated) if ok],
-        list(set_names),
-        plan.crops_per_set,
-        plan.crops_per_image,
-        acc.tally(),
-        probs[evaluated],
-        requested_set,
-        seconds,
-        [(samples[i].rel_path, reason) for i, reason in acc.skipped],
-    )

@@ -5,6 +5,13 @@ prints any of them as a single line and exits with status 2. Kept free of heavy 
 the CLI can catch these without loading torch.
 """
 
+# exit codes of every command
+EXIT_OK = 0
+EXIT_UNUSABLE = 1  # validate / check-data: some checkpoint or image is unusable
+EXIT_USER_ERROR = 2  # a problem the user can fix, reported in one line
+EXIT_SKIPPED = 3  # finished, but undecodable images were skipped
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: progress saved
+
 
 class UserError(ValueError):
     """A problem the user can fix; its message names the problem and the fix."""

@@ -12,7 +12,8 @@ from reference_protocol import reference_probs
 
 from ensemble_eval.checkpoints import Convention, Member
 from ensemble_eval.crops import extract_crops
-from ensemble_eval.ensemble import evaluate, place_members
+from ensemble_eval.engine import evaluate
+from ensemble_eval.ensemble import place_members
 from ensemble_eval.models import ArchSpec
 
 # Two members with different input conventions: each must get its own normalization.

@@ -1,0 +1,316 @@
+"""The evaluation engine: one loop for every command, and a run's whole lifecycle.
+
+    evaluate_batches   the one loop: batches -> progress after every batch -> saves by images
+                       or by time; sharded over torchrun processes
+    evaluate           in memory (validate --data, the benchmark, tests): a thin use of the loop
+    run_evaluation     the main command: lock, plan, progress store, loop, assembly of the
+                       final files, analysis, report
+
+Each step of the loop, every process evaluates its next batch (or none, at the end of a
+shorter share), then one small all-reduce carries the world's progress (images, skipped,
+top-1/top-5 hits) and rank 0's decision to save. On a save, the finished batches go to rank 0,
+which alone writes them. So the bar moves after every batch, rank 0 shows the whole world's
+count, and a kill loses at most `save_every` images per process or `save_interval` seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import distributed as D
+from .checkpoints import Member
+from .crops import CropScheme
+from .data import DataError, Sample
+from .ensemble import Accumulator, BatchResult, EvalResult, Plan, run_batches
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED
+
+
+@dataclass(frozen=True)
+class Saving:
+    """When the loop hands finished batches to its `save` callback."""
+
+    every_images: int = 32  # per process
+    interval: float = 60.0  # seconds
+
+
+def progress_bar(total: int, enabled: bool, initial: int = 0):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="img",
+        disable=not enabled,
+        dynamic_ncols=True,
+        desc="evaluating",
+        smoothing=0.1,
+        mininterval=0,  # every batch: at 144 crops on a CPU that is one image every few seconds
+    )
+
+
+class Progress:
+    """The bar and the world's running counts (rank 0 shows them)."""
+
+    def __init__(self, total: int, enabled: bool, initial: int, crops_per_image: int, num_members: int):
+        self.bar = progress_bar(total, enabled, initial)
+        self.enabled = enabled
+        self.forward_passes = crops_per_image * num_members
+        self.images = self.top1 = self.top5 = 0
+        self.start = time.perf_counter()
+
+    def add(self, images: int, skipped: int, top1: int, top5: int) -> None:
+        self.images += images
+        self.top1 += top1
+        self.top5 += top5
+        if self.enabled and self.images:
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            self.bar.set_postfix(
+                {
+                    "crops/s": f"{self.images * self.forward_passes / elapsed:.1f}",
+                    "top1_err": f"{100 * (1 - self.top1 / self.images):.2f}%",
+                    "top5_err": f"{100 * (1 - self.top5 / self.images):.2f}%",
+                },
+                refresh=False,
+            )
+        self.bar.update(images + skipped)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def evaluate_batches(
+    samples: list[Sample],
+    plan: Plan,
+    members: list[Member],
+    device: torch.device,
+    todo: list[int],
+    save: Callable[[list[BatchResult]], None],
+    progress: Progress,
+    saving: Saving = Saving(),
+    workers: int = 0,
+    channels_last: bool = True,
+    strict: bool = False,
+    strict_hint: str = "",
+    world: D.World = D.World(),
+) -> None:
+    """Evaluate the global batches `todo` (sharded over the world), handing finished ones to
+    `save` on rank 0 (every `saving.every_images` images per process, every `saving.interval`
+    seconds, and at the end).
+
+    `strict`: an undecodable image stops the loop with a DataError once the clean batches
+    before it are saved (a batch holding it is not saved, so it is redone after a fix).
+    """
+    mine = D.shard(todo, world)
+    steps = math.ceil(len(todo) / world.world_size)  # the same on every process
+    set_index = plan.set_names.index(plan.requested_set)
+    batches = run_batches(samples, mine, plan, members, device, workers, channels_last)
+    pending: list[BatchResult] = []
+    failure = None
+    since_save = 0  # the world's images since the last save (rank 0's count)
+    last_save = time.monotonic()
+    for step in range(steps):
+        result = next(batches, None) if step < len(mine) else None
+        counts = [0, 0, 0, 0]
+        if result is not None:
+            hits = result.hits[:, -1, set_index]  # the ensemble, requested set: [B, 2]
+            counts = [int(result.indices.shape[0]), len(result.failures), *(int(v) for v in hits.sum(axis=0))]
+            if strict and result.failures and failure is None:
+                position, reason = result.failures[0]
+                failure = f"{samples[position].rel_path}: {reason}"
+            elif failure is None:
+                pending.append(result)
+        due = since_save + counts[0] + counts[1] >= saving.every_images * world.world_size
+        due = due or time.monotonic() - last_save >= saving.interval
+        flags = [int(world.is_main and due), int(failure is not None)]
+        world_counts = D.all_reduce_sum(counts + flags, world, device)
+        images, skipped, top1, top5, save_now, stop = world_counts
+        if world.is_main:
+            progress.add(images, skipped, top1, top5)
+        since_save += images + skipped
+        if save_now or stop or step == steps - 1:
+            gathered = D.gather_to_main((pending, failure), world)
+            stopped = None
+            if world.is_main:
+                save([r for part, _ in gathered for r in part])
+                stopped = next((f for _, f in gathered if f), None)
+            pending, since_save, last_save = [], 0, time.monotonic()
+            if stop:
+                stopped = D.broadcast_from_main(stopped, world)
+                raise DataError(f"cannot decode image {stopped}{strict_hint}", reason=stopped.split(": ", 1)[-1])
+
+
+def evaluate(
+    samples: list[Sample],
+    members: list[Member],
+    scheme: CropScheme,
+    set_names: list[str],
+    requested_set: str,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    channels_last: bool = True,
+    progress: bool = True,
+    strict: bool = True,
+    precision: str = "fp32",
+) -> EvalResult:
+    """Evaluate the ensemble on `samples` for every crop set in `set_names`, in memory.
+
+    Only the crops some set needs are extracted. `batch_size` is the number of crops per
+    forward pass; a loader batch holds max(1, batch_size // K) images. Undecodable images
+    raise DataError when `strict`, else they are left out and listed in `skipped`.
+    """
+    plan = Plan.make(scheme, set_names, requested_set, batch_size, precision, num_members=len(members))
+    acc = Accumulator(len(members), set_names)
+    probs = np.zeros((len(samples), members[0].num_classes), dtype=np.float32)
+    evaluated = np.zeros(len(samples), dtype=bool)
+
+    def keep(results: list[BatchResult]) -> None:
+        for r in results:
+            acc.add(r)
+            probs[r.indices] = r.probs
+            evaluated[r.indices] = True
+
+    bar = Progress(len(samples), progress, 0, plan.crops_per_image, len(members))
+    start = time.perf_counter()
+    try:
+        todo = list(range(plan.num_batches(len(samples))))
+        evaluate_batches(
+            samples, plan, members, device, todo, keep, bar, Saving(1, 0.0), workers, channels_last, strict
+        )
+    finally:
+        bar.close()
+    return EvalResult(
+        [s for s, ok in zip(samples, evaluated) if ok],
+        list(set_names),
+        plan.crops_per_set,
+        plan.crops_per_image,
+        acc.tally(),
+        probs[evaluated],
+        requested_set,
+        time.perf_counter() - start,
+        [(samples[i].rel_path, reason) for i, reason in acc.skipped],
+    )
+
+
+def _resume_command(out: Path) -> str:
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    return "ensemble-eval " + " ".join(args) + " --resume"
+
+
+def run_evaluation(config, out: Path, samples, members, device, set_names, batch_size, real) -> int:
+    """The evaluation proper: sharded over torchrun processes, saved in chunks, resumable.
+
+    Writes the result files into `out` on rank 0 and prints the report; returns the exit code."""
+    import signal
+
+    from .analysis import analyze, load_records
+    from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis, write_json
+    from .runstate import ProgressStore, ResumeError, assemble, fingerprint
+
+    world = D.world_from_env()
+    device = D.init(world, device)
+    out = Path(D.broadcast_from_main(str(out), world))  # one run directory for every process
+    plan = Plan.make(
+        config.protocol,
+        set_names,
+        config.crops,
+        batch_size,
+        config.precision,
+        num_members=len(members),
+        merges=config.merges,
+        curve_samples=config.curve_samples,
+        seed=config.seed,
+        save_statistics=config.save_logits,
+    )
+    store = ProgressStore(out)
+    opened: tuple = (set(), None)
+    if world.is_main:
+        try:
+            opened = (store.open(fingerprint(members, samples, plan), config.resume, config.overwrite), None)
+        except ResumeError as exc:
+            opened = (set(), str(exc))
+    done, problem = D.broadcast_from_main(opened, world)
+    if problem:
+        raise ResumeError(problem)
+    remaining = [b for b in range(plan.num_batches(len(samples))) if b not in done]
+    done_images = sum(min(plan.images_per_batch, len(samples) - b * plan.images_per_batch) for b in done)
+    if done and world.is_main:
+        print(f"resuming {out}: {done_images} of {len(samples)} images already done", file=sys.stderr)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # pre-emption: save and stop like Ctrl-C
+
+    progress = Progress(
+        len(samples), config.progress and world.is_main, done_images, plan.crops_per_image, len(members)
+    )
+    start = time.perf_counter()
+    try:
+        evaluate_batches(
+            samples,
+            plan,
+            members,
+            device,
+            remaining,
+            store.write,
+            progress,
+            Saving(config.save_every, config.save_interval),
+            config.workers,
+            config.channels_last,
+            config.strict,
+            " (--strict: stopped; the images before it are saved, fix or remove the file, then add --resume)",
+            world,
+        )
+    except KeyboardInterrupt:
+        progress.close()  # before the message, so the bar does not overwrite it
+        if world.is_main:
+            print(
+                f"ensemble-eval: interrupted; progress saved in {out / 'progress'}; resume with:\n"
+                f"  {_resume_command(out)}",
+                file=sys.stderr,
+            )
+        D.finish(world)
+        return EXIT_INTERRUPTED
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+
+    code = EXIT_OK
+    if world.is_main:
+        clear_outputs(out)
+        names = [m.name for m in members]
+        num_classes = members[0].num_classes
+        total = assemble(store, samples, plan, names, num_classes, out)
+        result = EvalResult(
+            samples=[],
+            set_names=set_names,
+            crops_per_set=plan.crops_per_set,
+            crops_per_image=plan.crops_per_image,
+            tally=total.tally(),
+            probs=None,
+            requested_set=config.crops,
+            seconds=seconds,
+            skipped=[(samples[i].rel_path, reason) for i, reason in total.skipped],
+            resumed=bool(done),
+            world_size=world.world_size,
+            merges=plan.merges,
+        )
+        records = load_records(out)
+        analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "")
+        record = with_analysis(summary_record(config, members, result, device, batch_size), analysis)
+        written = ["summary.json", "predictions.npz"] + (["logits.npz"] if config.save_logits else [])
+        written += analysis_files(out, record)
+        write_json(out / "summary.json", record)
+        print(run_text(record, written, out, seconds, str(device)), end="")
+        store.finish()
+        code = EXIT_SKIPPED if result.skipped else EXIT_OK
+    code = D.broadcast_from_main(code, world)
+    D.finish(world)
+    return code
