@@ -300,6 +300,18 @@ def run_eval(config) -> int:
         raise UserError("no data given; pass --data DIR (one folder per WordNet id)")
     out = _choose_out_dir(config)
 
+    import contextlib
+
+    from .distributed import world_from_env
+    from .runstate import RunLock
+
+    # one run per directory, held from here (before the slow checks) to the last file written
+    with RunLock(out) if world_from_env().is_main else contextlib.nullcontext():
+        return _check_and_run(config, out)
+
+
+def _check_and_run(config, out: Path) -> int:
+    """Every image-free check (checkpoints, labels, crop size, ReaL), then the evaluation."""
     from .checkpoints import check_crop_size, expand_model_paths, load_members
     from .data import list_samples
 

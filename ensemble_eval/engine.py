@@ -53,6 +53,7 @@ def progress_bar(total: int, enabled: bool, initial: int = 0):
         desc="evaluating",
         smoothing=0.1,
         mininterval=0,  # every batch: at 144 crops on a CPU that is one image every few seconds
+        miniters=1,
     )
 
 
@@ -213,9 +214,7 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, batch
     Writes the result files into `out` on rank 0 and prints the report; returns the exit code."""
     import signal
 
-    from .analysis import analyze, load_records
-    from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis, write_json
-    from .runstate import ProgressStore, ResumeError, assemble, fingerprint
+    from .runstate import ProgressStore, ResumeError, disk_error, fingerprint
 
     world = D.world_from_env()
     device = D.init(world, device)
@@ -236,7 +235,11 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, batch
     opened: tuple = (set(), None)
     if world.is_main:
         try:
-            opened = (store.open(fingerprint(members, samples, plan), config.resume, config.overwrite), None)
+            fp = fingerprint(members, samples, plan)
+            done, damaged = store.open(fp, plan, len(samples), members[0].num_classes, config.resume, config.overwrite)
+            for line in damaged:
+                print(f"ensemble-eval: {line}", file=sys.stderr)
+            opened = (done, None)
         except ResumeError as exc:
             opened = (set(), str(exc))
     done, problem = D.broadcast_from_main(opened, world)
@@ -247,6 +250,12 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, batch
     if done and world.is_main:
         print(f"resuming {out}: {done_images} of {len(samples)} images already done", file=sys.stderr)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # pre-emption: save and stop like Ctrl-C
+
+    def save(results: list[BatchResult]) -> None:
+        try:
+            store.write(results)
+        except OSError as exc:  # a full disk or lost permissions: stop with what is saved
+            raise disk_error(exc, out, _resume_command(out)) from exc
 
     progress = Progress(
         len(samples), config.progress and world.is_main, done_images, plan.crops_per_image, len(members)
@@ -259,7 +268,7 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, batch
             members,
             device,
             remaining,
-            store.write,
+            save,
             progress,
             Saving(config.save_every, config.save_interval),
             config.workers,
@@ -284,33 +293,46 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, batch
 
     code = EXIT_OK
     if world.is_main:
-        clear_outputs(out)
-        names = [m.name for m in members]
-        num_classes = members[0].num_classes
-        total = assemble(store, samples, plan, names, num_classes, out)
-        result = EvalResult(
-            samples=[],
-            set_names=set_names,
-            crops_per_set=plan.crops_per_set,
-            crops_per_image=plan.crops_per_image,
-            tally=total.tally(),
-            probs=None,
-            requested_set=config.crops,
-            seconds=seconds,
-            skipped=[(samples[i].rel_path, reason) for i, reason in total.skipped],
-            resumed=bool(done),
-            world_size=world.world_size,
-            merges=plan.merges,
-        )
-        records = load_records(out)
-        analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "")
-        record = with_analysis(summary_record(config, members, result, device, batch_size), analysis)
-        written = ["summary.json", "predictions.npz"] + (["logits.npz"] if config.save_logits else [])
-        written += analysis_files(out, record)
-        write_json(out / "summary.json", record)
-        print(run_text(record, written, out, seconds, str(device)), end="")
-        store.finish()
-        code = EXIT_SKIPPED if result.skipped else EXIT_OK
+        try:
+            code = _finish(config, out, store, samples, plan, members, device, batch_size, real, done, seconds, world)
+        except OSError as exc:
+            raise disk_error(exc, out, _resume_command(out)) from exc
     code = D.broadcast_from_main(code, world)
     D.finish(world)
     return code
+
+
+def _finish(config, out, store, samples, plan, members, device, batch_size, real, done, seconds, world) -> int:
+    """Rank 0, every batch done: predictions.npz (and logits.npz) from the chunks, the analysis,
+    summary.json and the other files, the report on the terminal; then progress/ goes."""
+    from .analysis import analyze, load_records
+    from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis, write_json
+    from .runstate import assemble
+
+    clear_outputs(out)
+    names = [m.name for m in members]
+    num_classes = members[0].num_classes
+    total = assemble(store, samples, plan, names, num_classes, out)
+    result = EvalResult(
+        samples=[],
+        set_names=list(plan.set_names),
+        crops_per_set=plan.crops_per_set,
+        crops_per_image=plan.crops_per_image,
+        tally=total.tally(),
+        probs=None,
+        requested_set=config.crops,
+        seconds=seconds,
+        skipped=[(samples[i].rel_path, reason) for i, reason in total.skipped],
+        resumed=bool(done),
+        world_size=world.world_size,
+        merges=plan.merges,
+    )
+    records = load_records(out)
+    analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "")
+    record = with_analysis(summary_record(config, members, result, device, batch_size), analysis)
+    written = ["summary.json", "predictions.npz"] + (["logits.npz"] if config.save_logits else [])
+    written += analysis_files(out, record)
+    write_json(out / "summary.json", record)
+    print(run_text(record, written, out, seconds, str(device)), end="")
+    store.finish()
+    return EXIT_SKIPPED if result.skipped else EXIT_OK

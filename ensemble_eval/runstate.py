@@ -13,6 +13,7 @@ streamed from the chunks at the end: memory does not grow with the number of ima
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,6 +32,69 @@ PROGRESS_DIR = "progress"
 
 class ResumeError(UserError):
     """A run directory that cannot be resumed (or must be resumed); the message says why."""
+
+
+class DiskError(UserError):
+    """The run directory cannot be written (full disk, permissions); progress up to the last whole chunk is kept."""
+
+
+def disk_error(exc: OSError, out: Path, resume_command: str) -> DiskError:
+    where = exc.filename or out
+    return DiskError(
+        f"cannot write {where}: {exc.strerror or exc}; progress is kept in {out / PROGRESS_DIR} up to the last "
+        f"whole chunk: free some space or fix the permissions, then resume with: {resume_command}"
+    )
+
+
+class RunLock:
+    """One run per directory: an exclusive lock on RUN_DIR/.lock for the life of the run.
+
+    flock(2) locks belong to the open file, so the kernel releases them when the process
+    dies (kill -9 included): a killed run never blocks its own --resume. The file holds the
+    holder's pid, for the refusal message. (Network file systems may not honour flock.)
+    """
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.path = out / ".lock"
+        self.fd: int | None = None
+        self.created_out = False
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        self.created_out = not self.out.exists()
+        self.out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ResumeError(
+                f"--out {self.out} is in use by another ensemble-eval run (pid {holder}); wait for it to "
+                "finish (then --resume if it was stopped), or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+            if self.created_out and not any(self.out.iterdir()):
+                self.out.rmdir()  # nothing was written: leave no empty run directory behind
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def samples_digest(samples) -> str:
@@ -81,12 +145,70 @@ def describe_changes(old: dict, new: dict) -> str:
     return "; ".join(changes)
 
 
+def _read_manifest(manifest: Path) -> dict:
+    try:
+        data, why = json.loads(manifest.read_text()), "not the run's description"
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        data, why = None, f"{type(exc).__name__}: {str(exc)[:80]}"
+    if not isinstance(data, dict) or "models" not in data:
+        raise ResumeError(
+            f"{manifest} is damaged ({why}), so the finished chunks cannot be matched to this run; "
+            "start over with --overwrite, or use another --out"
+        )
+    return data
+
+
+def check_chunk(path: Path, plan, num_samples: int, num_classes: int) -> tuple[set[int], str | None]:
+    """(batch ids, None) for a whole chunk of this run, or (set(), what is wrong with it).
+
+    Checked: a readable zip with good CRCs, every array the layout names with its dtype and
+    shape, known batch ids, and exactly the sample positions those batches hold."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+        if bad is not None:
+            return set(), f"bad CRC in {bad}"
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        return set(), f"unreadable: {type(exc).__name__}"
+    layout = per_image_layout(plan, num_classes)
+    needed = {"batches", "indices", "skipped_indices", "skipped_reasons", "subset_correct", *layout}
+    missing = sorted(needed - set(arrays))
+    if missing:
+        return set(), f"no {missing[0]} array"
+    batches, indices, skipped = arrays["batches"], arrays["indices"], arrays["skipped_indices"]
+    if batches.dtype != np.int64 or indices.dtype != np.int64 or skipped.dtype != np.int64:
+        return set(), "batch ids or positions are not int64"
+    for name, (dtype, shape) in layout.items():
+        a = arrays[name]
+        if a.dtype != np.dtype(dtype) or a.shape != (len(indices), *shape):
+            return set(), f"{name} is {a.dtype} {list(a.shape)}, expected {np.dtype(dtype)} {[len(indices), *shape]}"
+    counts = (len(plan.subsets), len(plan.set_names), len(plan.merges), 2)
+    if arrays["subset_correct"].dtype != np.int64 or arrays["subset_correct"].shape != counts:
+        return set(), "subset_correct has the wrong shape"
+    if len(arrays["skipped_reasons"]) != len(skipped):
+        return set(), "skipped images and reasons differ in number"
+    ids = set(batches.tolist())
+    if len(ids) != len(batches) or not all(0 <= b < plan.num_batches(num_samples) for b in ids):
+        return set(), "unknown or repeated batch ids"
+    per = plan.images_per_batch
+    expected = sorted(i for b in ids for i in range(b * per, min((b + 1) * per, num_samples)))
+    if sorted(indices.tolist() + skipped.tolist()) != expected or np.any(np.diff(indices) <= 0):
+        return set(), "its image positions do not match its batches"
+    return ids, None
+
+
 def _atomic_savez(path: Path, **arrays) -> None:
     tmp = path.with_name("." + path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, **arrays)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a partial chunk never stays behind
+        raise
 
 
 class ProgressStore:
@@ -100,8 +222,14 @@ class ProgressStore:
     def exists(self) -> bool:
         return (self.dir / "manifest.json").exists()
 
-    def open(self, fp: dict, resume: bool, overwrite: bool) -> set[int]:
-        """Start or continue the run; the batch ids already finished."""
+    def open(
+        self, fp: dict, plan, num_samples: int, num_classes: int, resume: bool, overwrite: bool
+    ) -> tuple[set[int], list[str]]:
+        """Start or continue the run: (batch ids already finished, one line per damaged chunk).
+
+        On --resume every chunk is checked (see check_chunk); a damaged one is set aside as
+        `.damaged-<name>` and its batches are computed again.
+        """
         manifest = self.dir / "manifest.json"
         if manifest.exists() and overwrite and not resume:
             shutil.rmtree(self.dir)
@@ -111,7 +239,7 @@ class ProgressStore:
                     f"--out {self.out} holds an unfinished run; pass --resume to continue it, "
                     "or --overwrite to start it over"
                 )
-            old = json.loads(manifest.read_text())
+            old = _read_manifest(manifest)
             changes = describe_changes(old, fp)
             if changes:
                 raise ResumeError(f"cannot resume {self.out}: {changes}; use another --out for a new run")
@@ -119,17 +247,26 @@ class ProgressStore:
             if resume:
                 raise ResumeError(f"nothing to resume in {self.out} (no {PROGRESS_DIR}/manifest.json); drop --resume")
             self.dir.mkdir(parents=True, exist_ok=True)
+            for stale in self._chunk_paths():  # chunks without their manifest belong to no known run
+                stale.unlink()
             tmp = manifest.with_name(".manifest.json.tmp")
             tmp.write_text(json.dumps(fp, indent=2) + "\n")
             os.replace(tmp, manifest)
         for leftover in self.dir.glob(".*.tmp*"):  # a write cut short by a kill
             leftover.unlink()
         done: set[int] = set()
+        damaged: list[str] = []
         for path in self._chunk_paths():
-            with np.load(path) as z:
-                done.update(int(b) for b in z["batches"])
             self.seq = max(self.seq, int(path.stem.split("-")[1]) + 1)
-        return done
+            batches, problem = check_chunk(path, plan, num_samples, num_classes)
+            if problem is None and done & batches:
+                problem = f"batch {min(done & batches)} is also in an earlier chunk"
+            if problem is None:
+                done |= batches
+                continue
+            path.rename(path.with_name(".damaged-" + path.name))
+            damaged.append(f"{path.name} in {self.dir} is damaged ({problem}); its batches will be computed again")
+        return done, damaged
 
     def _chunk_paths(self) -> list[Path]:
         return sorted(self.dir.glob("chunk-*.npz"))
@@ -229,11 +366,15 @@ def assemble(store: ProgressStore, samples, plan, member_names: list[str], num_c
 def _write_npz(path: Path, arrays: dict[str, np.ndarray], streamed: dict, store: ProgressStore, n: int) -> None:
     """An uncompressed .npz: small arrays as they are, per-image arrays streamed chunk by chunk."""
     tmp = path.with_name("." + path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, array in arrays.items():
-            with zf.open(name + ".npy", "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, array, allow_pickle=False)
-        for name, (dtype, shape) in streamed.items():
-            blocks = (chunk[name] for chunk in store.chunks((name,)))
-            _write_npy_stream(zf, name.removeprefix("stat_"), dtype, (n, *shape), blocks)
-    os.replace(tmp, path)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, array in arrays.items():
+                with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, array, allow_pickle=False)
+            for name, (dtype, shape) in streamed.items():
+                blocks = (chunk[name] for chunk in store.chunks((name,)))
+                _write_npy_stream(zf, name.removeprefix("stat_"), dtype, (n, *shape), blocks)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no partial result file; the chunks are still there
+        raise

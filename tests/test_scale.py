@@ -174,7 +174,8 @@ def test_resume_refusals(tmp_path, demo_ckpts, capsys):
         "72",
         16,
     )
-    ProgressStore(out).open(fingerprint(load_members([str(demo_ckpts[0])]), samples, plan), False, False)
+    fp = fingerprint(load_members([str(demo_ckpts[0])]), samples, plan)
+    ProgressStore(out).open(fp, plan, len(samples), 1000, False, False)
     assert main([*base, "--out", str(out)]) == 2
     assert "holds an unfinished run; pass --resume" in capsys.readouterr().err
     for extra, needle in [
