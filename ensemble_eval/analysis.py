@@ -349,140 +349,156 @@ def _class_names(num_classes: int) -> list[tuple[str, str]]:
     return [("", f"class {i}") for i in range(num_classes)]
 
 
-def analyze(
-    records: RunRecords,
-    requested_set: str,
-    num_classes: int,
-    table: bool,
-    real: dict[str, frozenset[int]] | None = None,
-    real_source: str = "",
-) -> dict:
-    """Every reported number, as one JSON-ready record (errors as fractions)."""
-    hits = records.hits()  # [N, M + 1, S, R, 2]
-    n, m = records.num_images, records.num_members
-    sets = sorted(records.set_names, key=lambda s: (records.crops_per_set[s], records.set_names.index(s)))
-    sx = {s: records.set_names.index(s) for s in sets}
-    req = sx[requested_set]
-    ens = m  # the row of all members
-    merge0 = records.merges[0]
+@dataclass
+class _Sections:
+    """What every section of the analysis reads: the per-image hits and the crop sets in order."""
 
-    real_hits = None
-    labelled = None
-    if real is not None:
-        labelled, real_hits = _real_hits(records, real, real_source, num_classes)
+    records: RunRecords
+    hits: np.ndarray  # bool [N, M + 1, S, R, 2]
+    sets: list[str]  # crop set names, fewest crops first
+    real_hits: np.ndarray | None = None  # bool [N, M + 1, S, 2] of the labelled images (ReaL)
 
-    def cell_errors(row: int, s: int) -> dict:
-        out = _counts(hits[:, row, s, 0])
-        if real_hits is not None:
-            rc = _counts(real_hits[:, row, s])
+    @property
+    def n(self) -> int:
+        return self.records.num_images
+
+    @property
+    def m(self) -> int:
+        return self.records.num_members
+
+    @property
+    def ens(self) -> int:
+        return self.records.num_members  # the row of all members
+
+    def index(self, s: str) -> int:
+        return self.records.set_names.index(s)
+
+    def cell_errors(self, row: int, s: int) -> dict:
+        out = _counts(self.hits[:, row, s, 0])
+        if self.real_hits is not None:
+            rc = _counts(self.real_hits[:, row, s])
             out |= {f"real_{k}": v for k, v in rc.items() if k != "num_images"} | {"real_num_images": rc["num_images"]}
         return out
 
-    record: dict = {
-        "num_images": n,
-        "confidence_level": CONFIDENCE_LEVEL,
-        "interval": "wilson",
-        "merge": merge0,
-        "crops": requested_set,
-    }
-    crop_sets = {}
-    for s in sets:
-        i = sx[s]
-        crop_sets[s] = (
-            cell_errors(ens, i)
-            | {"num_crops": records.crops_per_set[s]}
+
+def crop_set_errors(v: _Sections) -> dict:
+    """All members, every crop set: errors with intervals, NLL and ECE."""
+    r, ens = v.records, v.ens
+    out = {}
+    for s in v.sets:
+        i = v.index(s)
+        out[s] = (
+            v.cell_errors(ens, i)
+            | {"num_crops": r.crops_per_set[s]}
             | {
-                "nll": negative_log_likelihood(records.target_prob[:, ens, i, 0]),
-                "ece": expected_calibration_error(records.confidence[:, ens, i, 0], hits[:, ens, i, 0, 0]),
+                "nll": negative_log_likelihood(r.target_prob[:, ens, i, 0]),
+                "ece": expected_calibration_error(r.confidence[:, ens, i, 0], v.hits[:, ens, i, 0, 0]),
             }
         )
-    record["crop_sets"] = crop_sets
-    record["members"] = [
-        {"name": name, "errors": {s: cell_errors(j, sx[s]) for s in sets}}
-        for j, name in enumerate(records.member_names)
+    return out
+
+
+def member_errors(v: _Sections) -> list[dict]:
+    return [
+        {"name": name, "errors": {s: v.cell_errors(j, v.index(s)) for s in v.sets}}
+        for j, name in enumerate(v.records.member_names)
     ]
 
-    # Table 3 cells and the paired tests between them.
-    best = best_member(hits, sx[sets[0]])
-    groups = [(f"best member ({records.member_names[best]})", 1, best)]
+
+def table3(v: _Sections) -> tuple[int, list[dict], list[dict]]:
+    """(best member, Table 3 cells, paired tests): the best member and all members at every crop
+    set, with the change in top-5 error and exact McNemar tests against fewer crops and the best member."""
+    r, hits, sets, ens, m = v.records, v.hits, v.sets, v.ens, v.m
+    first = v.index(sets[0])
+    best = best_member(hits, first)
+    groups = [(f"best member ({r.member_names[best]})", 1, best)]
     if m > 1:
         groups.append(("all members", m, ens))
-    base_top5 = hits[:, best, sx[sets[0]], 0, 1].mean() if n else float("nan")
+    base_top5 = hits[:, best, first, 0, 1].mean() if v.n else float("nan")
     cells, tests = [], []
     for label, models, row in groups:
         for j, s in enumerate(sets):
-            i = sx[s]
-            cell = {"label": label, "models": models, "crops": records.crops_per_set[s], "crop_set": s}
-            cell["cost"] = models * records.crops_per_set[s]
-            cell |= cell_errors(row, i)
+            i = v.index(s)
+            cell = {"label": label, "models": models, "crops": r.crops_per_set[s], "crop_set": s}
+            cell["cost"] = models * r.crops_per_set[s]
+            cell |= v.cell_errors(row, i)
             cell["delta_top5"] = cell["top5_err"] - (1 - base_top5)
             if j > 0:
-                p = _paired(hits[:, row, i, 0], hits[:, row, sx[sets[j - 1]], 0])
-                cell |= {f"p_{k}_vs_fewer_crops": v["p_value"] for k, v in p.items()}
-                fewer = records.crops_per_set[sets[j - 1]]
+                p = _paired(hits[:, row, i, 0], hits[:, row, v.index(sets[j - 1]), 0])
+                cell |= {f"p_{k}_vs_fewer_crops": x["p_value"] for k, x in p.items()}
+                fewer = r.crops_per_set[sets[j - 1]]
                 tests += [
-                    {"comparison": f"{cell['crops']} vs {fewer} crops, {label}", "metric": k} | v for k, v in p.items()
+                    {"comparison": f"{cell['crops']} vs {fewer} crops, {label}", "metric": k} | x for k, x in p.items()
                 ]
             if row == ens and m > 1:
                 p = _paired(hits[:, ens, i, 0], hits[:, best, i, 0])
-                cell |= {f"p_{k}_vs_best_member": v["p_value"] for k, v in p.items()}
+                cell |= {f"p_{k}_vs_best_member": x["p_value"] for k, x in p.items()}
                 tests += [
-                    {"comparison": f"all {m} members vs best member, {cell['crops']} crops", "metric": k} | v
-                    for k, v in p.items()
+                    {"comparison": f"all {m} members vs best member, {cell['crops']} crops", "metric": k} | x
+                    for k, x in p.items()
                 ]
             cells.append(cell)
-    record["best_member"] = records.member_names[best]
-    record["table"] = cells if table else None
-    record["paired_tests"] = [t for t in tests if table or t["comparison"].startswith("all ")]
+    return best, cells, tests
 
-    # Ensemble-size curve.
-    sizes = records.subsets.sum(axis=1)
+
+def ensemble_size_curve(v: _Sections) -> list[dict]:
+    """Error of k-member ensembles, k = 1..M: mean, min and max over the member subsets."""
+    r, m, n = v.records, v.m, v.n
+    sizes = r.subsets.sum(axis=1)
     curve = []
-    if m > 1 and n:
-        for r, merge in enumerate(records.merges):
-            for s in sets:
-                for k in range(1, m + 1):
-                    errs = 1 - records.subset_correct[sizes == k, sx[s], r] / n  # [num_subsets, 2]
-                    curve.append(
-                        {
-                            "models": k,
-                            "crop_set": s,
-                            "crops": records.crops_per_set[s],
-                            "merge": merge,
-                            "num_subsets": int(len(errs)),
-                            "all_subsets": len(errs) == math.comb(m, k),
-                            "top1_err_mean": float(errs[:, 0].mean()),
-                            "top1_err_min": float(errs[:, 0].min()),
-                            "top1_err_max": float(errs[:, 0].max()),
-                            "top5_err_mean": float(errs[:, 1].mean()),
-                            "top5_err_min": float(errs[:, 1].min()),
-                            "top5_err_max": float(errs[:, 1].max()),
-                        }
-                    )
-    record["curve"] = curve
+    if m < 2 or not n:
+        return curve
+    for ri, merge in enumerate(r.merges):
+        for s in v.sets:
+            for k in range(1, m + 1):
+                errs = 1 - r.subset_correct[sizes == k, v.index(s), ri] / n  # [num_subsets, 2]
+                curve.append(
+                    {
+                        "models": k,
+                        "crop_set": s,
+                        "crops": r.crops_per_set[s],
+                        "merge": merge,
+                        "num_subsets": int(len(errs)),
+                        "all_subsets": len(errs) == math.comb(m, k),
+                        "top1_err_mean": float(errs[:, 0].mean()),
+                        "top1_err_min": float(errs[:, 0].min()),
+                        "top1_err_max": float(errs[:, 0].max()),
+                        "top5_err_mean": float(errs[:, 1].mean()),
+                        "top5_err_min": float(errs[:, 1].min()),
+                        "top5_err_max": float(errs[:, 1].max()),
+                    }
+                )
+    return curve
 
-    # Merge modes side by side (all members).
+
+def merge_comparison(v: _Sections) -> list[dict]:
+    """Every merge mode side by side (all members), with paired tests against the reported one."""
+    r, hits, ens = v.records, v.hits, v.ens
     merges = []
-    if len(records.merges) > 1:
-        for r, merge in enumerate(records.merges):
-            for s in sets:
-                i = sx[s]
-                entry = {"merge": merge, "crop_set": s, "crops": records.crops_per_set[s]}
-                entry |= _counts(hits[:, ens, i, r])
-                entry["nll"] = negative_log_likelihood(records.target_prob[:, ens, i, r])
-                entry["ece"] = expected_calibration_error(records.confidence[:, ens, i, r], hits[:, ens, i, r, 0])
-                if r > 0:
-                    p = _paired(hits[:, ens, i, r], hits[:, ens, i, 0])
-                    entry |= {f"p_{k}_vs_{merge0}": v["p_value"] for k, v in p.items()}
-                merges.append(entry)
-    record["merges"] = merges
+    if len(r.merges) < 2:
+        return merges
+    for ri, merge in enumerate(r.merges):
+        for s in v.sets:
+            i = v.index(s)
+            entry = {"merge": merge, "crop_set": s, "crops": r.crops_per_set[s]}
+            entry |= _counts(hits[:, ens, i, ri])
+            entry["nll"] = negative_log_likelihood(r.target_prob[:, ens, i, ri])
+            entry["ece"] = expected_calibration_error(r.confidence[:, ens, i, ri], hits[:, ens, i, ri, 0])
+            if ri > 0:
+                p = _paired(hits[:, ens, i, ri], hits[:, ens, i, 0])
+                entry |= {f"p_{k}_vs_{r.merges[0]}": x["p_value"] for k, x in p.items()}
+            merges.append(entry)
+    return merges
 
-    # Per-class errors of the ensemble on the reported crop set.
+
+def per_class_errors(v: _Sections, requested_set: str, num_classes: int) -> dict:
+    """The ensemble's errors on each class that has images, at the reported crop set."""
+    r = v.records
     names = _class_names(num_classes)
-    per_image = hits[:, ens, req, 0]  # [N, 2]
-    count = np.bincount(records.targets, minlength=num_classes)
-    right1 = np.bincount(records.targets, weights=per_image[:, 0], minlength=num_classes)
-    right5 = np.bincount(records.targets, weights=per_image[:, 1], minlength=num_classes)
+    per_image = v.hits[:, v.ens, v.index(requested_set), 0]  # [N, 2]
+    count = np.bincount(r.targets, minlength=num_classes)
+    right1 = np.bincount(r.targets, weights=per_image[:, 0], minlength=num_classes)
+    right5 = np.bincount(r.targets, weights=per_image[:, 1], minlength=num_classes)
     per_class = [
         {
             "index": c,
@@ -496,13 +512,42 @@ def analyze(
     ]
     worst = sorted(per_class, key=lambda e: (-e["top1_err"], -e["top5_err"], -e["num_images"], e["index"]))
     best_classes = sorted(per_class, key=lambda e: (e["top1_err"], e["top5_err"], -e["num_images"], e["index"]))
-    record["per_class"] = {
-        "crop_set": requested_set,
-        "classes": per_class,
-        "worst": worst[:5],
-        "best": best_classes[:5],
-    }
+    return {"crop_set": requested_set, "classes": per_class, "worst": worst[:5], "best": best_classes[:5]}
 
+
+def analyze(
+    records: RunRecords,
+    requested_set: str,
+    num_classes: int,
+    table: bool,
+    real: dict[str, frozenset[int]] | None = None,
+    real_source: str = "",
+) -> dict:
+    """Every reported number, as one JSON-ready record (errors as fractions): one function per
+    section (crop sets, members, Table 3 and paired tests, curve, merge modes, per class,
+    calibration, ReaL)."""
+    sets = sorted(records.set_names, key=lambda s: (records.crops_per_set[s], records.set_names.index(s)))
+    labelled = real_hits = None
+    if real is not None:
+        labelled, real_hits = _real_hits(records, real, real_source, num_classes)
+    v = _Sections(records, records.hits(), sets, real_hits)
+    record: dict = {
+        "num_images": records.num_images,
+        "confidence_level": CONFIDENCE_LEVEL,
+        "interval": "wilson",
+        "merge": records.merges[0],
+        "crops": requested_set,
+    }
+    crop_sets = crop_set_errors(v)
+    record["crop_sets"] = crop_sets
+    record["members"] = member_errors(v)
+    best, cells, tests = table3(v)
+    record["best_member"] = records.member_names[best]
+    record["table"] = cells if table else None
+    record["paired_tests"] = [t for t in tests if table or t["comparison"].startswith("all ")]
+    record["curve"] = ensemble_size_curve(v)
+    record["merges"] = merge_comparison(v)
+    record["per_class"] = per_class_errors(v, requested_set, num_classes)
     record["calibration"] = {
         "crop_set": requested_set,
         "nll": crop_sets[requested_set]["nll"],
