@@ -59,7 +59,7 @@ examples:
 
 outputs (in --out): summary.json, predictions.npz, per_class.csv; with --table table.md, table.csv;
 with 2+ models curve.csv (and curve.png when matplotlib is installed); with --compare-merges
-merges.csv; with --save-logits logits.npz. See README "Output files".
+merges.csv; with --save-logits logits.npz. See docs/output-files.md.
 """
 
 VALIDATE_EPILOG = """\
@@ -72,7 +72,7 @@ examples:
 exit status: 0 every file is usable (OK or WARN), 1 some file has an ERROR, 2 bad command line.
 sidecar: a.pt.yaml or a.yaml beside a.pt sets arch (resnet50, timm/<name>), mean, std, color (RGB/BGR),
 input_scale (1/255), transform_input, class_offset, classes, weights (ema/raw), input_size, resize_size,
-published ({top1_err, top5_err}); see README "Checkpoints".
+published ({top1_err, top5_err}); see docs/checkpoints.md.
 """
 
 
