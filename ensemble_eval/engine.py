@@ -208,13 +208,34 @@ def _resume_command(out: Path) -> str:
     return "ensemble-eval " + " ".join(args) + " --resume"
 
 
+def _open_store(store, config, members, samples, plan, world: D.World) -> set[int]:
+    """Rank 0 starts or resumes the progress store (damaged chunks named on stderr); every
+    process gets the finished batch ids, or the same ResumeError."""
+    from .runstate import ResumeError, fingerprint
+
+    opened: tuple = (set(), None)
+    if world.is_main:
+        try:
+            fp = fingerprint(members, samples, plan)
+            done, damaged = store.open(fp, plan, len(samples), members[0].num_classes, config.resume, config.overwrite)
+            for line in damaged:
+                print(f"ensemble-eval: {line}", file=sys.stderr)
+            opened = (done, None)
+        except ResumeError as exc:
+            opened = (set(), str(exc))
+    done, problem = D.broadcast_from_main(opened, world)
+    if problem:
+        raise ResumeError(problem)
+    return done
+
+
 def run_evaluation(config, out: Path, samples, members, device, set_names, batch_size, real) -> int:
     """The evaluation proper: sharded over torchrun processes, saved in chunks, resumable.
 
     Writes the result files into `out` on rank 0 and prints the report; returns the exit code."""
     import signal
 
-    from .runstate import ProgressStore, ResumeError, disk_error, fingerprint
+    from .runstate import ProgressStore, disk_error
 
     world = D.world_from_env()
     device = D.init(world, device)
@@ -232,19 +253,7 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, batch
         save_statistics=config.save_logits,
     )
     store = ProgressStore(out)
-    opened: tuple = (set(), None)
-    if world.is_main:
-        try:
-            fp = fingerprint(members, samples, plan)
-            done, damaged = store.open(fp, plan, len(samples), members[0].num_classes, config.resume, config.overwrite)
-            for line in damaged:
-                print(f"ensemble-eval: {line}", file=sys.stderr)
-            opened = (done, None)
-        except ResumeError as exc:
-            opened = (set(), str(exc))
-    done, problem = D.broadcast_from_main(opened, world)
-    if problem:
-        raise ResumeError(problem)
+    done = _open_store(store, config, members, samples, plan, world)
     remaining = [b for b in range(plan.num_batches(len(samples))) if b not in done]
     done_images = sum(min(plan.images_per_batch, len(samples) - b * plan.images_per_batch) for b in done)
     if done and world.is_main:
