@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UserError, short_repr
+from .errors import UserError, first_line, short_repr
 from .models import ArchitectureError, ArchSpec, build_model, count_parameters, import_timm
 from .programs import PROGRAM_KINDS, is_pt2_archive, load_program
 
@@ -397,11 +397,6 @@ class _Refusal(Exception):
     """Internal: a file-level problem, turned into an ERROR verdict."""
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0][:120]}" if text else type(exc).__name__
-
-
 def sniff_format(path: str) -> str:
     """'torch', 'torchscript', 'torch.export', 'safetensors' or 'unknown', from the file's first bytes."""
     with open(path, "rb") as fh:
@@ -434,7 +429,7 @@ def _torch_load(path: str, trust: bool) -> tuple[object, bool]:
     except Exception as exc:  # an untrusted file can make the unpickler fail in any way
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if found is None:  # not an unsafe object: a damaged or foreign file
-            detail = _first_line(exc).split("WeightsUnpickler error: ")[-1]
+            detail = first_line(exc).split("WeightsUnpickler error: ")[-1]
             raise _Refusal(f"cannot be read ({detail}); the file is truncated or corrupt") from exc
         what = f"objects of type {found.group(1)}"
         if not trust:
@@ -446,7 +441,7 @@ def _torch_load(path: str, trust: bool) -> tuple[object, bool]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False), True
     except Exception as exc:
-        raise _Refusal(f"cannot be read even with --trust-checkpoints ({_first_line(exc)})") from exc
+        raise _Refusal(f"cannot be read even with --trust-checkpoints ({first_line(exc)})") from exc
 
 
 def _is_tensor_dict(obj: object) -> bool:
@@ -545,7 +540,7 @@ def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str
             meta = f.metadata() or {}
             return {k: f.get_tensor(k) for k in f.keys()}, meta
     except (SafetensorError, OSError, ValueError) as exc:
-        raise _Refusal(f"cannot be read as safetensors ({_first_line(exc)}); the file is truncated or corrupt") from exc
+        raise _Refusal(f"cannot be read as safetensors ({first_line(exc)}); the file is truncated or corrupt") from exc
 
 
 def resolve_spec(spec: str):
@@ -608,7 +603,7 @@ def _torchvision_file(builder: str, weights) -> str:
         except Exception as exc:
             raise _Refusal(
                 _download_hint(
-                    f"torchvision's weights ({_first_line(exc)})",
+                    f"torchvision's weights ({first_line(exc)})",
                     f"fetch {weights.url} elsewhere and put it at {target}",
                     builder,
                 )
@@ -688,7 +683,7 @@ def _timm_file(name: str) -> str:
             try:
                 return huggingface_hub.hf_hub_download(repo, filename, local_files_only=local_only)
             except Exception as exc:  # not cached, offline, missing file, gated repo
-                errors.append(_first_line(exc))
+                errors.append(first_line(exc))
     raise _Refusal(
         _download_hint(
             f"timm's weights ({errors[-1]})",
@@ -874,7 +869,7 @@ def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None
         ins.errors.append(str(exc))
         return ins
     except OSError as exc:
-        ins.errors.append(f"cannot be read ({_first_line(exc)})")
+        ins.errors.append(f"cannot be read ({first_line(exc)})")
         return ins
 
     ins.num_params = count_parameters(state)
@@ -972,7 +967,7 @@ def check_crop_size(members: list[Member], crop_size: int) -> None:
             try:
                 probe(m.model, crop_size, batch=1)
             except Exception as exc:
-                problem = f"fails on them ({_first_line(exc)})"
+                problem = f"fails on them ({first_line(exc)})"
         if problem:
             fit = f"crop_size: {need}" if need else "a crop_size it takes"
             raise CheckpointError(

@@ -25,3 +25,9 @@ def short_repr(value: object) -> str:
     r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxstring, r.maxother = 2, 6, 6, 6, 60, 60
     text = r.repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def first_line(exc: BaseException) -> str:
+    """'TypeName: the first sentence of the message' (bounded), for one-line reasons."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0][:120]}" if text else type(exc).__name__

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .signatures import AUX_PREFIXES
 
 
 class ArchitectureError(UserError):
@@ -151,7 +152,6 @@ GOOGLENETS = {
     "paper-googlenet": ("inception3a.branch1.conv_block.0.weight", lambda n, aux: PaperGoogLeNet(n, aux)),
 }
 ARCH_ALIASES = {"googlenet": "torchvision-googlenet"}
-AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 TIMM_EXTRA = "timm models need the optional timm extra: pip install -e '.[timm]' (or pip install timm)"
 
 

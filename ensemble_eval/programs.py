@@ -28,7 +28,7 @@ import zipfile
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 PROGRAM_KINDS = ("torchscript", "torch.export")
 DEFAULT_PROBE_SIZE = 224
@@ -42,11 +42,6 @@ def is_pt2_archive(names: list[str]) -> bool:
     return any(n.endswith("/archive_format") or n == "archive_format" for n in names) and any(
         "/models/" in n or n.startswith("models/") for n in names
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:140]}" if text else type(exc).__name__
 
 
 def check_pt2_archive(path: str) -> None:
@@ -74,11 +69,11 @@ def check_pt2_archive(path: str) -> None:
                         torch.load(io.BytesIO(zf.read(name)), map_location="cpu", weights_only=True)
                     except Exception as exc:
                         raise ProgramError(
-                            f"{name.split('/', 1)[-1]} inside the archive is not plain tensors ({_first_line(exc)}); "
+                            f"{name.split('/', 1)[-1]} inside the archive is not plain tensors ({first_line(exc)}); "
                             "if you trust the file pass --trust-checkpoints"
                         ) from exc
     except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
-        raise ProgramError(f"cannot be read as a torch.export archive ({_first_line(exc)}); re-save it") from exc
+        raise ProgramError(f"cannot be read as a torch.export archive ({first_line(exc)}); re-save it") from exc
 
 
 def read_torchscript(path: str) -> torch.jit.ScriptModule:
@@ -87,7 +82,7 @@ def read_torchscript(path: str) -> torch.jit.ScriptModule:
             warnings.simplefilter("ignore")
             return torch.jit.load(path, map_location="cpu")
     except Exception as exc:
-        raise ProgramError(f"cannot be read as TorchScript ({_first_line(exc)}); the archive is truncated") from exc
+        raise ProgramError(f"cannot be read as TorchScript ({first_line(exc)}); the archive is truncated") from exc
 
 
 def read_exported(path: str, trust: bool):
@@ -101,7 +96,7 @@ def read_exported(path: str, trust: bool):
     except ProgramError:
         raise
     except Exception as exc:
-        raise ProgramError(f"cannot be read as a torch.export program ({_first_line(exc)}); re-save it") from exc
+        raise ProgramError(f"cannot be read as a torch.export program ({first_line(exc)}); re-save it") from exc
 
 
 def exported_input_shape(program) -> tuple[int | None, int | None]:
@@ -214,5 +209,5 @@ def load_program(path: str, kind: str, trust: bool, input_size: int | None) -> t
             out = None
         if out is None:
             hint = "" if input_size else " (set input_size: in the sidecar if it takes another size)"
-            raise ProgramError(f"the program fails on a {size}x{size} batch ({_first_line(exc)}){hint}") from exc
+            raise ProgramError(f"the program fails on a {size}x{size} batch ({first_line(exc)}){hint}") from exc
     return module, int(out.shape[1]), fixed_size
