@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .crops import set_label
 from .errors import UserError
 from .metrics import (
     CONFIDENCE_LEVEL,
@@ -426,15 +427,15 @@ def table3(v: _Sections) -> tuple[int, list[dict], list[dict]]:
             if j > 0:
                 p = _paired(hits[:, row, i, 0], hits[:, row, v.index(sets[j - 1]), 0])
                 cell |= {f"p_{k}_vs_fewer_crops": x["p_value"] for k, x in p.items()}
-                fewer = r.crops_per_set[sets[j - 1]]
-                tests += [
-                    {"comparison": f"{cell['crops']} vs {fewer} crops, {label}", "metric": k} | x for k, x in p.items()
-                ]
+                fewer = set_label(sets[j - 1], r.crops_per_set[sets[j - 1]])
+                versus = f"{set_label(s, cell['crops'])} vs {fewer} crops, {label}"
+                tests += [{"comparison": versus, "metric": k} | x for k, x in p.items()]
             if row == ens and m > 1:
                 p = _paired(hits[:, ens, i, 0], hits[:, best, i, 0])
                 cell |= {f"p_{k}_vs_best_member": x["p_value"] for k, x in p.items()}
                 tests += [
-                    {"comparison": f"all {m} members vs best member, {cell['crops']} crops", "metric": k} | x
+                    {"comparison": f"all {m} members vs best member, {set_label(s, cell['crops'])} crops", "metric": k}
+                    | x
                     for k, x in p.items()
                 ]
             cells.append(cell)

@@ -950,30 +950,46 @@ def load_members(
     return [member_from(i) for i in inspections]
 
 
-def check_crop_size(members: list[Member], crop_size: int) -> None:
-    """Refuse, before the first image, a member that cannot take `crop_size` x `crop_size` crops.
+def check_views(members: list[Member], scheme, indices: list[int] | None = None) -> None:
+    """Refuse, before the first image, a member that cannot take the views of `scheme` at
+    `indices` (default: all): crop_size x crop_size crops, and uncropped views, whose size is
+    each image's own.
 
     A network with one fixed input size (a ViT, a program exported at a static size) says so;
-    any other is tried on one crop of zeros (a shape check: the numbers are not used).
+    any other is tried on one view of zeros (a shape check: the numbers are not used): a
+    crop, and for uncropped views a 4:3 one at the smallest scale.
     """
+    from .crops import UNCROPPED
     from .programs import probe
 
+    keys = scheme.keys()
+    chosen = [keys[i] for i in (range(len(keys)) if indices is None else indices)]
+    size = scheme.crop_size
+    uncropped = sorted({k.scale for k in chosen if k.crop == UNCROPPED})
+    shapes = [(size, size)] if any(k.crop != UNCROPPED for k in chosen) else []
+    if uncropped:
+        shapes.append((uncropped[0], uncropped[0] * 4 // 3))
     for m in members:
         need = m.arch.input_size
-        problem = None
-        if need is not None and need != crop_size:
-            problem = f"takes only {need}x{need} crops"
-        else:
-            try:
-                probe(m.model, crop_size, batch=1)
-            except Exception as exc:
-                problem = f"fails on them ({first_line(exc)})"
-        if problem:
-            fit = f"crop_size: {need}" if need else "a crop_size it takes"
-            raise CheckpointError(
-                f"member {m.name} cannot take the protocol's {crop_size}x{crop_size} crops: it {problem}; choose a "
-                f"protocol with {fit} (--config FILE.yaml, see configs/) or leave the member out"
-            )
+        for h, w in shapes:
+            crop = (h, w) == (size, size)
+            what = f"{size}x{size} crops" if crop else "uncropped views (whole images at their own size)"
+            problem = None
+            if need is not None and (need, need) != (h, w):
+                problem = f"takes only {need}x{need} {'crops' if crop else 'inputs'}"
+            else:
+                try:
+                    probe(m.model, (h, w), batch=1)
+                except Exception as exc:
+                    problem = f"fails on them ({first_line(exc)}, tried on {h}x{w})"
+            if problem:
+                fit = f"crop_size: {need}" if need else "a crop_size it takes"
+                if not crop:
+                    fit = f"fixed crops ({fit})"
+                raise CheckpointError(
+                    f"member {m.name} cannot take the protocol's {what}: it {problem}; choose a "
+                    f"protocol with {fit} (--config FILE.yaml, see configs/) or leave the member out"
+                )
 
 
 def one_crop_scheme(conv: Convention):
@@ -983,7 +999,7 @@ def one_crop_scheme(conv: Convention):
 
     crop = conv.input_size or 224
     resize = max(crop, conv.resize_size or (256 if crop == 224 else int(crop / 0.875)))
-    one = {"squares": ("center",), "crops": ("center",), "flips": ("none",)}
+    one = {"regions": ("center",), "crops": ("center",), "flips": ("none",)}
     return CropScheme(scales=(resize,), crop_size=crop, crop_sets={"1": one})
 
 

@@ -42,6 +42,10 @@ examples:
   # a flat folder with a label file (rows: filename,wnid or filename,index)
   ensemble-eval --models a.pt --data val_flat/ --labels val_labels.csv
 
+  # another paper's protocol: VGG 150 crops, ResNet dense multi-scale, Inception 144 at 299
+  ensemble-eval --config configs/vgg-150.yaml --models a.pt b.pt --data val/ --table
+  ensemble-eval --config configs/resnet-dense.yaml --models resnet50.pth --data val/
+
   # a custom crop scheme or saved settings (command-line flags override the file)
   ensemble-eval --config configs/ilsvrc2014.yaml --models a.pt b.pt --data val/
 
@@ -312,7 +316,8 @@ def run_eval(config) -> int:
 
 def _check_and_run(config, out: Path) -> int:
     """Every image-free check (checkpoints, labels, crop size, ReaL), then the evaluation."""
-    from .checkpoints import check_crop_size, expand_model_paths, load_members
+    from .checkpoints import check_views, expand_model_paths, load_members
+    from .crops import needed_indices
     from .data import list_samples
 
     expand_model_paths(config.models)  # fail on a bad path before any slow work
@@ -324,7 +329,9 @@ def _check_and_run(config, out: Path) -> int:
         prefer="ema" if config.ema else None,
         data_num_classes=_data_num_classes(samples),
     )
-    check_crop_size(members, config.protocol.crop_size)
+    scheme = config.protocol
+    set_names = list(scheme.crop_sets) if config.table else [config.crops]
+    check_views(members, scheme, needed_indices(scheme, set_names))
     _check_index_labels_fit(samples, members[0].num_classes)
     if config.limit is not None:
         samples = samples[: config.limit]
@@ -335,8 +342,6 @@ def _check_and_run(config, out: Path) -> int:
         real = read_real_labels(config.real_labels, members[0].num_classes)
         check_real_labels_cover(real, [s.rel_path for s in samples], config.real_labels)
 
-    scheme = config.protocol
-    set_names = list(scheme.crop_sets) if config.table else [config.crops]
     batch_size = config.batch_size_for(device.type)
     if device.type == "cuda":  # fp32 means fp32: no TF32 in convolutions or matmuls
         import torch
@@ -393,7 +398,7 @@ def run_validate(args: argparse.Namespace) -> int:
     check_together(inspections, data_classes)
     quick: dict[str, dict] = {}
     if samples is not None:
-        from .checkpoints import check_crop_size, check_published, member_from, one_crop_scheme
+        from .checkpoints import check_published, check_views, member_from, one_crop_scheme
         from .config import DEFAULT_WORKERS, RunConfig
         from .engine import evaluate
 
@@ -405,7 +410,7 @@ def run_validate(args: argparse.Namespace) -> int:
             scheme = one_crop_scheme(ins.convention)
             try:
                 _check_index_labels_fit(samples, member.num_classes)
-                check_crop_size([member], scheme.crop_size)
+                check_views([member], scheme)
             except UserError as exc:
                 ins.errors.append(str(exc))
                 continue

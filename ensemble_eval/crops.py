@@ -1,16 +1,26 @@
-"""Pure crop geometry and batched crop extraction.
+"""Pure crop geometry and batched crop extraction: a small language for multi-crop protocols.
 
-The protocol (GoogLeNet, ILSVRC 2014): for each scale s the image is resized so its shorter
-side is s; three s x s squares are taken along the longer side (first, center, last); from
-each square the four corners, the center and the whole square resized give six crops; each
-crop is used as is and mirrored. Canonical order: scale, square, crop, flip (flip fastest).
+A scheme is a grid of four axes, in this canonical order (the last fastest):
+
+- **scale**: the image is resized so its shorter side is s (bilinear, antialias);
+- **region** of the resized image: an s x s square along the longer side ("first",
+  "center", "last"), or the "whole" resized image;
+- **crop** within the region: the fixed corners and center of crop_size ("tl", "tr", "bl",
+  "br", "center"), the whole region resized to crop_size x crop_size ("full"), the cells of
+  a regular N x N grid of crop_size crops ("r0c0" ... row-major, `grid: N`), or the region
+  itself at its own size ("uncropped": a view whose size depends on the image);
+- **flip**: as is ("none") and mirrored ("mirror").
+
+Named crop sets select nested subsets of the grid. The GoogLeNet protocol (the default) is
+4 scales x 3 squares x 6 crops x 2 flips = 144.
 
 Nothing here knows about files, argv or devices: `plan_crops` is arithmetic on integers and
-`extract_crops` works on whatever device the image tensor lives on.
+`extract_views` works on whatever device the image tensor lives on.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,8 +30,12 @@ if TYPE_CHECKING:  # torch is imported where crops are made, so config checks st
     import torch
 
 SQUARES = ("first", "center", "last")
+REGIONS = (*SQUARES, "whole")
 CROPS = ("tl", "tr", "bl", "br", "center", "full")
+UNCROPPED = "uncropped"
 FLIPS = ("none", "mirror")
+AXES = ("scales", "regions", "crops", "flips")
+_CELL = re.compile(r"r(\d+)c(\d+)")
 
 
 class SchemeError(UserError):
@@ -33,85 +47,116 @@ def _center_offset(total: int, size: int) -> int:
     return int(round((total - size) / 2.0))
 
 
+def grid_cells(n: int) -> tuple[str, ...]:
+    """The cell names of an n x n grid, row-major: r0c0, r0c1, ..., r{n-1}c{n-1}."""
+    return tuple(f"r{i}c{j}" for i in range(n) for j in range(n))
+
+
+def _grid_offset(index: int, n: int, total: int, size: int) -> int:
+    # Cell `index` of n spread evenly from 0 to total - size; one cell is centered.
+    if n == 1:
+        return _center_offset(total, size)
+    return int(round(index * (total - size) / (n - 1)))
+
+
 @dataclass(frozen=True)
 class CropKey:
-    """One crop of the scheme: which scale, square, crop and flip."""
+    """One view of the scheme: which scale, region, crop and flip."""
 
     scale: int
-    square: str
+    region: str
     crop: str
     flip: str
 
     def as_tuple(self) -> tuple[int, str, str, str]:
-        return (self.scale, self.square, self.crop, self.flip)
+        return (self.scale, self.region, self.crop, self.flip)
 
 
 @dataclass(frozen=True)
 class CropBox:
-    """Where one crop comes from, in the coordinates of the image resized for its scale.
+    """Where one view comes from, in the coordinates of the image resized for its scale.
 
-    `resized` is (height, width) after the scale resize; `square` is (top, left) of the
-    s x s square; `crop` is (top, left, size) inside the square ("full" is (0, 0, s) and is
-    then resized to crop_size); `mirror` says whether the crop is flipped horizontally.
+    `resized` is (height, width) after the scale resize; `region` is (top, left, height,
+    width) of the square or whole image; `crop` is (top, left, height, width) inside the
+    region ("full" and "uncropped" are the whole region); `size` is the (height, width) the
+    view is given to the networks at ("full" resizes the region to it); `mirror` says whether
+    the view is flipped horizontally.
     """
 
     key: CropKey
     resized: tuple[int, int]
-    square: tuple[int, int]
-    crop: tuple[int, int, int]
+    region: tuple[int, int, int, int]
+    crop: tuple[int, int, int, int]
+    size: tuple[int, int]
     mirror: bool
+
+
+def _normalize_selection(name: str, selection: dict) -> dict:
+    if "squares" in selection:
+        if "regions" in selection:
+            raise SchemeError(f"crop set {name!r}: give regions or squares (the old name), not both")
+        selection = {("regions" if a == "squares" else a): v for a, v in selection.items()}
+    return selection
 
 
 @dataclass(frozen=True)
 class CropScheme:
-    """A multi-crop protocol: the full crop grid plus named, nested subsets of it.
+    """A multi-crop protocol: the full view grid plus named, nested subsets of it.
 
     `crop_sets` maps a name (e.g. "1", "10", "144") to a selection of the grid: a dict with
-    optional keys scales/squares/crops/flips, each a subset of the scheme's values (a missing
-    key means all of them).
+    optional keys scales/regions/crops/flips, each a subset of the scheme's values (a missing
+    key means all of them; "squares" is accepted for "regions").
     """
 
     scales: tuple[int, ...] = (256, 288, 320, 352)
     crop_size: int = 224
-    squares: tuple[str, ...] = SQUARES
+    regions: tuple[str, ...] = SQUARES
     crops: tuple[str, ...] = CROPS
     flips: tuple[str, ...] = FLIPS
     crop_sets: dict[str, dict[str, tuple]] = field(
         default_factory=lambda: {
-            "1": {"scales": (256,), "squares": ("center",), "crops": ("center",), "flips": ("none",)},
+            "1": {"scales": (256,), "regions": ("center",), "crops": ("center",), "flips": ("none",)},
             "10": {
                 "scales": (256,),
-                "squares": ("center",),
+                "regions": ("center",),
                 "crops": ("tl", "tr", "bl", "br", "center"),
                 "flips": ("none", "mirror"),
             },
             "144": {},
         }
     )
+    grid: int = 0  # N of the N x N grid cells among `crops` (0: no grid)
 
     def __post_init__(self) -> None:
-        if not self.scales or any(not isinstance(s, int) or s <= 0 for s in self.scales):
+        if not self.scales or any(type(s) is not int or s <= 0 for s in self.scales):
             raise SchemeError(f"scales must be positive integers, got {list(self.scales)}")
-        if not isinstance(self.crop_size, int) or self.crop_size <= 0:
+        if type(self.crop_size) is not int or self.crop_size <= 0:
             raise SchemeError(f"crop_size must be a positive integer, got {self.crop_size!r}")
-        if min(self.scales) < self.crop_size:
+        if type(self.grid) is not int or self.grid < 0:
+            raise SchemeError(f"grid must be a positive integer (N of an N x N grid), got {self.grid!r}")
+        sized = [c for c in self.crops if c != UNCROPPED]
+        if sized and min(self.scales) < self.crop_size:
             raise SchemeError(f"every scale must be >= crop_size ({self.crop_size}), got scales {list(self.scales)}")
+        crops_allowed = [*CROPS, UNCROPPED, *grid_cells(self.grid)]
         for name, allowed, values in (
-            ("squares", SQUARES, self.squares),
-            ("crops", CROPS, self.crops),
+            ("regions", REGIONS, self.regions),
+            ("crops", crops_allowed, self.crops),
             ("flips", FLIPS, self.flips),
         ):
             bad = [v for v in values if v not in allowed]
             if not values or bad or len(set(values)) != len(values):
-                raise SchemeError(f"{name} must be distinct values from {list(allowed)}, got {list(values)}")
+                shown = [*CROPS, UNCROPPED, "r<i>c<j> with grid: N"] if name == "crops" else list(allowed)
+                raise SchemeError(f"{name} must be distinct values from {shown}, got {list(values)}")
         if len(set(self.scales)) != len(self.scales):
             raise SchemeError(f"scales must be distinct, got {list(self.scales)}")
         if not self.crop_sets:
             raise SchemeError("a crop scheme needs at least one crop set")
+        normalized = {}
         for set_name, selection in self.crop_sets.items():
-            unknown = set(selection) - {"scales", "squares", "crops", "flips"}
+            selection = _normalize_selection(set_name, selection)
+            unknown = set(selection) - set(AXES)
             if unknown:
-                raise SchemeError(f"crop set {set_name!r}: unknown keys {sorted(unknown)}")
+                raise SchemeError(f"crop set {set_name!r}: unknown keys {sorted(unknown)}; expected some of {AXES}")
             for axis, values in selection.items():
                 extra = [v for v in values if v not in getattr(self, axis)]
                 if extra or not values:
@@ -119,17 +164,19 @@ class CropScheme:
                         f"crop set {set_name!r}: {axis} {list(values)} must be a non-empty subset of "
                         f"{list(getattr(self, axis))}"
                     )
+            normalized[set_name] = {a: tuple(v) for a, v in selection.items()}
+        object.__setattr__(self, "crop_sets", normalized)
 
     @property
     def num_crops(self) -> int:
-        return len(self.scales) * len(self.squares) * len(self.crops) * len(self.flips)
+        return len(self.scales) * len(self.regions) * len(self.crops) * len(self.flips)
 
     def keys(self) -> list[CropKey]:
-        """All crops of the grid in canonical order (scale, square, crop, flip)."""
-        return [CropKey(s, q, c, f) for s in self.scales for q in self.squares for c in self.crops for f in self.flips]
+        """All views of the grid in canonical order (scale, region, crop, flip)."""
+        return [CropKey(s, r, c, f) for s in self.scales for r in self.regions for c in self.crops for f in self.flips]
 
     def set_indices(self, name: str) -> list[int]:
-        """Positions (in canonical order) of the crops that make up crop set `name`."""
+        """Positions (in canonical order) of the views that make up crop set `name`."""
         if name not in self.crop_sets:
             raise SchemeError(f"unknown crop set {name!r}; this scheme defines {list(self.crop_sets)}")
         sel = self.crop_sets[name]
@@ -137,40 +184,63 @@ class CropScheme:
             i
             for i, k in enumerate(self.keys())
             if k.scale in sel.get("scales", self.scales)
-            and k.square in sel.get("squares", self.squares)
+            and k.region in sel.get("regions", self.regions)
             and k.crop in sel.get("crops", self.crops)
             and k.flip in sel.get("flips", self.flips)
         ]
 
+    def uncropped(self, indices: list[int] | None = None) -> bool:
+        """Whether any view at `indices` (default: all) is uncropped, i.e. sized by the image."""
+        keys = self.keys()
+        return any(keys[i].crop == UNCROPPED for i in (range(len(keys)) if indices is None else indices))
+
     def to_dict(self) -> dict:
-        return {
+        d = {
             "scales": list(self.scales),
             "crop_size": self.crop_size,
-            "squares": list(self.squares),
+            "regions": list(self.regions),
             "crops": list(self.crops),
             "flips": list(self.flips),
             "crop_sets": {n: {a: list(v) for a, v in s.items()} for n, s in self.crop_sets.items()},
         }
+        if self.grid:
+            d["grid"] = self.grid
+        return d
 
     @classmethod
     def from_dict(cls, data: dict) -> CropScheme:
-        """A scheme from its YAML form (see configs/ilsvrc2014.yaml), with every value checked."""
+        """A scheme from its YAML form (see configs/), with every value checked.
+
+        `squares` is accepted for `regions`; `crops: {grid: N}` means the N x N grid's cells."""
         if not isinstance(data, dict):
             raise SchemeError(
-                f"protocol must be a mapping (scales, crop_size, squares, crops, ...), got {short_repr(data)}"
+                f"protocol must be a mapping (scales, crop_size, regions, crops, ...), got {short_repr(data)}"
             )
-        known = {"scales", "crop_size", "squares", "crops", "flips", "crop_sets"}
+        known = {"scales", "crop_size", "regions", "squares", "crops", "grid", "flips", "crop_sets"}
         unknown = set(data) - known
         if unknown:
             raise SchemeError(f"unknown protocol keys {sorted(unknown)}; expected some of {sorted(known)}")
+        if "regions" in data and "squares" in data:
+            raise SchemeError("give regions or squares (the old name), not both")
         kwargs: dict = {}
-        for axis in ("scales", "squares", "crops", "flips"):
-            if axis in data:
-                kwargs[axis] = _as_tuple(data[axis], axis, int if axis == "scales" else str)
-        if "crop_size" in data:
-            if type(data["crop_size"]) is not int:
-                raise SchemeError(f"crop_size must be an integer, got {short_repr(data['crop_size'])}")
-            kwargs["crop_size"] = data["crop_size"]
+        for key in ("crop_size", "grid"):
+            if key in data:
+                if type(data[key]) is not int:
+                    raise SchemeError(f"{key} must be an integer, got {short_repr(data[key])}")
+                kwargs[key] = data[key]
+        crops = data.get("crops")
+        if isinstance(crops, dict):
+            if set(crops) != {"grid"} or type(crops["grid"]) is not int or crops["grid"] <= 0:
+                raise SchemeError(f"crops as a mapping must be {{grid: N}} with N >= 1, got {short_repr(crops)}")
+            if kwargs.get("grid", crops["grid"]) != crops["grid"]:
+                raise SchemeError(f"grid: {kwargs['grid']} contradicts crops: {{grid: {crops['grid']}}}")
+            kwargs["grid"] = crops["grid"]
+            kwargs["crops"] = grid_cells(crops["grid"])
+        elif crops is not None:
+            kwargs["crops"] = _as_tuple(crops, "crops", str)
+        for axis, key in (("scales", "scales"), ("regions", "regions"), ("regions", "squares"), ("flips", "flips")):
+            if key in data:
+                kwargs[axis] = _as_tuple(data[key], key, int if axis == "scales" else str)
         if "crop_sets" in data:
             sets = data["crop_sets"]
             if not isinstance(sets, dict):
@@ -204,29 +274,45 @@ def resized_size(height: int, width: int, scale: int) -> tuple[int, int]:
     return int(scale * height / width), scale
 
 
+def _region_box(region: str, rh: int, rw: int, s: int) -> tuple[int, int, int, int]:
+    if region == "whole":
+        return (0, 0, rh, rw)
+    long_side = max(rh, rw)
+    along = {"first": 0, "center": _center_offset(long_side, s), "last": long_side - s}[region]
+    return (0, along, s, s) if rw >= rh else (along, 0, s, s)
+
+
+def _crop_box(crop: str, gh: int, gw: int, size: int, grid: int) -> tuple[int, int, int, int]:
+    if crop in ("full", UNCROPPED):
+        return (0, 0, gh, gw)
+    cell = _CELL.fullmatch(crop)
+    if cell:
+        i, j = int(cell[1]), int(cell[2])
+        return (_grid_offset(i, grid, gh, size), _grid_offset(j, grid, gw, size), size, size)
+    far_h, far_w = gh - size, gw - size
+    top, left = {
+        "tl": (0, 0),
+        "tr": (0, far_w),
+        "bl": (far_h, 0),
+        "br": (far_h, far_w),
+        "center": (_center_offset(gh, size), _center_offset(gw, size)),
+    }[crop]
+    return (top, left, size, size)
+
+
 def plan_crops(height: int, width: int, scheme: CropScheme, indices: list[int] | None = None) -> list[CropBox]:
-    """Geometry of the crops at `indices` (default: all) for an image of height x width."""
+    """Geometry of the views at `indices` (default: all) for an image of height x width."""
     keys = scheme.keys()
     chosen = range(len(keys)) if indices is None else indices
     size = scheme.crop_size
     boxes = []
     for i in chosen:
         key = keys[i]
-        s = key.scale
-        rh, rw = resized_size(height, width, s)
-        long_side = max(rh, rw)
-        along = {"first": 0, "center": _center_offset(long_side, s), "last": long_side - s}[key.square]
-        square = (0, along) if rw >= rh else (along, 0)
-        c = _center_offset(s, size)
-        crop = {
-            "tl": (0, 0, size),
-            "tr": (0, s - size, size),
-            "bl": (s - size, 0, size),
-            "br": (s - size, s - size, size),
-            "center": (c, c, size),
-            "full": (0, 0, s),
-        }[key.crop]
-        boxes.append(CropBox(key, (rh, rw), square, crop, key.flip == "mirror"))
+        rh, rw = resized_size(height, width, key.scale)
+        region = _region_box(key.region, rh, rw, key.scale)
+        crop = _crop_box(key.crop, region[2], region[3], size, scheme.grid)
+        out = (region[2], region[3]) if key.crop == UNCROPPED else (size, size)
+        boxes.append(CropBox(key, (rh, rw), region, crop, out, key.flip == "mirror"))
     return boxes
 
 
@@ -237,44 +323,87 @@ def _resize(image: torch.Tensor, size: list[int]) -> torch.Tensor:
     return TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
 
 
-def extract_crops(image: torch.Tensor, scheme: CropScheme, indices: list[int] | None = None) -> torch.Tensor:
-    """Crops of one decoded image, in the order of `indices` (default: the whole grid).
+def _views(image: torch.Tensor, boxes: list[CropBox]):
+    """(position, uint8 [3, h, w] view) for every box, one resize per scale; crops are slices,
+    the "full" crops of a scale share one batched resize per region shape."""
+    import torch
 
-    image: uint8 [3, H, W] on any device. Returns uint8 [K, 3, crop_size, crop_size] on the
-    same device. One resize per scale; squares and fixed crops are slices; the "full" crops
-    of a scale's squares share one batched resize; mirrored crops are `torch.flip` copies.
-    """
+    by_scale: dict[int, list[int]] = {}
+    for pos, box in enumerate(boxes):
+        by_scale.setdefault(box.key.scale, []).append(pos)
+    for scale, positions in by_scale.items():
+        resized = _resize(image, [scale])
+        full_regions = sorted({boxes[p].region for p in positions if boxes[p].key.crop == "full"})
+        full_resized = {}
+        for shape in sorted({r[2:] for r in full_regions}):
+            same = [r for r in full_regions if r[2:] == shape]
+            stack = torch.stack([resized[:, t : t + h, lf : lf + w] for t, lf, h, w in same])
+            out_size = next(boxes[p].size for p in positions if boxes[p].key.crop == "full")
+            full_resized.update(zip(same, _resize(stack, list(out_size))))
+        for p in positions:
+            box = boxes[p]
+            if box.key.crop == "full":
+                view = full_resized[box.region]
+            else:
+                top, left = box.region[0] + box.crop[0], box.region[1] + box.crop[1]
+                view = resized[:, top : top + box.crop[2], left : left + box.crop[3]]
+            yield p, (torch.flip(view, dims=[-1]) if box.mirror else view)
+
+
+def _plan_image(image: torch.Tensor, scheme: CropScheme, indices: list[int] | None) -> list[CropBox]:
     import torch
 
     if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
         raise ValueError(f"expected a uint8 [3, H, W] image, got {image.dtype} {list(image.shape)}")
     height, width = image.shape[-2:]
-    boxes = plan_crops(height, width, scheme, indices)
+    return plan_crops(height, width, scheme, indices)
+
+
+def extract_crops(image: torch.Tensor, scheme: CropScheme, indices: list[int] | None = None) -> torch.Tensor:
+    """Crops of one decoded image, in the order of `indices` (default: the whole grid), for
+    schemes whose views all have crop_size (no "uncropped" view among `indices`).
+
+    image: uint8 [3, H, W] on any device. Returns uint8 [K, 3, crop_size, crop_size] on the
+    same device. One resize per scale; squares and fixed crops are slices; the "full" crops
+    of a scale's regions share one batched resize; mirrored crops are `torch.flip` copies.
+    """
+    import torch
+
+    boxes = _plan_image(image, scheme, indices)
     size = scheme.crop_size
+    if any(b.size != (size, size) for b in boxes):
+        raise ValueError("uncropped views have the image's own size: use extract_views")
     out = torch.empty((len(boxes), 3, size, size), dtype=torch.uint8, device=image.device)
-
-    by_scale: dict[int, list[int]] = {}
-    for pos, box in enumerate(boxes):
-        by_scale.setdefault(box.key.scale, []).append(pos)
-
-    for scale, positions in by_scale.items():
-        resized = _resize(image, [scale])
-        full_squares = sorted({boxes[p].square for p in positions if boxes[p].key.crop == "full"})
-        full_resized = {}
-        if full_squares:
-            stack = torch.stack([resized[:, top : top + scale, left : left + scale] for top, left in full_squares])
-            for sq, crop in zip(full_squares, _resize(stack, [size, size])):
-                full_resized[sq] = crop
-        for p in positions:
-            box = boxes[p]
-            if box.key.crop == "full":
-                crop = full_resized[box.square]
-            else:
-                top = box.square[0] + box.crop[0]
-                left = box.square[1] + box.crop[1]
-                crop = resized[:, top : top + size, left : left + size]
-            out[p] = torch.flip(crop, dims=[-1]) if box.mirror else crop
+    for p, view in _views(image, boxes):
+        out[p] = view
     return out
+
+
+def extract_views(
+    image: torch.Tensor, scheme: CropScheme, indices: list[int] | None = None
+) -> list[tuple[list[int], torch.Tensor]]:
+    """The views of one decoded image grouped by shape: [(positions, uint8 [n, 3, h, w])].
+
+    `positions` index into `indices` (default: the whole grid), ascending within a group;
+    groups come in the order of their first view. Views of one shape share a tensor, so
+    they share forward passes; nothing is padded or resized to make shapes agree.
+    """
+    import torch
+
+    boxes = _plan_image(image, scheme, indices)
+    groups: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
+    for p, view in _views(image, boxes):
+        groups.setdefault(tuple(view.shape[-2:]), []).append((p, view))
+    return [
+        ([p for p, _ in members], torch.stack([v for _, v in members]))
+        for members in (sorted(g, key=lambda pv: pv[0]) for g in groups.values())
+    ]
+
+
+def set_label(name: str, crops: int) -> str:
+    """A crop set as tables name it: its crop count where that is its name ("144"), else its
+    name with the count ("Q256 (50)"), so sets of equal size stay apart."""
+    return str(crops) if name == str(crops) else f"{name} ({crops})"
 
 
 def crops_per_set(scheme: CropScheme) -> dict[str, int]:
@@ -292,14 +421,19 @@ def needed_indices(scheme: CropScheme, set_names: list[str]) -> list[int]:
 __all__ = [
     "CROPS",
     "FLIPS",
+    "REGIONS",
     "SQUARES",
+    "UNCROPPED",
     "CropBox",
     "CropKey",
     "CropScheme",
     "SchemeError",
     "crops_per_set",
     "extract_crops",
+    "extract_views",
+    "grid_cells",
     "needed_indices",
     "plan_crops",
     "resized_size",
+    "set_label",
 ]

@@ -15,7 +15,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .crops import CropScheme, extract_crops, resized_size
+from .crops import CropScheme, extract_crops, extract_views, resized_size
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -292,36 +292,69 @@ def check_resizable(image: torch.Tensor, scheme: CropScheme, path: str | os.Path
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Item i: (i, uint8 crops [K, 3, S, S] of sample i or None, target, decode error or None).
+    """Item i: (i, the views of sample i or None, target, decode error or None).
 
-    Decode failures are returned, not raised, so the main process decides what to do with
-    them and reports them in one line (a worker's exception would arrive as a traceback).
+    The views are uint8 crops [K, 3, S, S], or, where some view is uncropped (sized by the
+    image), `extract_views` groups of equal shape. Decode failures are returned, not raised,
+    so the main process decides what to do with them and reports them in one line (a
+    worker's exception would arrive as a traceback).
     """
 
     def __init__(self, samples: list[Sample], scheme: CropScheme, indices: list[int]):
         self.samples = samples
         self.scheme = scheme
         self.indices = indices
+        self.uncropped = scheme.uncropped(indices)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, int, str | None]:
+    def __getitem__(self, i: int):
         sample = self.samples[i]
         try:
             image = decode_image(sample.path)
             check_resizable(image, self.scheme, sample.path)
         except DataError as exc:
             return i, None, sample.target, exc.reason
-        return i, extract_crops(image, self.scheme, self.indices), sample.target, None
+        extract = extract_views if self.uncropped else extract_crops
+        return i, extract(image, self.scheme, self.indices), sample.target, None
+
+
+@dataclass
+class Views:
+    """The views of B images, K per image, that do not all share one shape, as groups of
+    equal shape: each (uint8 [n, 3, h, w], int64 [n] flat positions b * K + k)."""
+
+    num_images: int
+    per_image: int
+    crop_size: int  # the scheme's crop size: a forward pass holds --batch-size crops' worth of pixels
+    groups: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Views:
+        moved = [(v.to(device, non_blocking=non_blocking), w) for v, w in self.groups]
+        return Views(self.num_images, self.per_image, self.crop_size, moved)
+
+    def pin_memory(self) -> Views:
+        return Views(self.num_images, self.per_image, self.crop_size, [(v.pin_memory(), w) for v, w in self.groups])
+
+
+def _group_views(per_image: list[list[tuple[list[int], torch.Tensor]]], k: int, crop_size: int) -> Views:
+    """Merge the images' shape groups: views of one shape from every image share one tensor."""
+    by_shape: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for b, groups in enumerate(per_image):
+        for positions, views in groups:
+            where = b * k + torch.tensor(positions, dtype=torch.int64)
+            by_shape.setdefault(tuple(views.shape[-2:]), []).append((views, where))
+    merged = [(torch.cat([v for v, _ in g]), torch.cat([w for _, w in g])) for g in by_shape.values()]
+    return Views(len(per_image), k, crop_size, merged)
 
 
 @dataclass
 class CropBatch:
-    """One loader batch: the decodable images' crops plus the failures."""
+    """One loader batch: the decodable images' views plus the failures."""
 
     indices: torch.Tensor  # int64 [B], positions in the sample list
-    crops: torch.Tensor  # uint8 [B, K, 3, S, S]
+    crops: torch.Tensor | Views  # uint8 [B, K, 3, S, S], or Views where some view is sized by its image
     targets: torch.Tensor  # int64 [B]
     failures: list[tuple[int, str]]  # (sample position, message)
 
@@ -329,13 +362,15 @@ class CropBatch:
         return CropBatch(self.indices.pin_memory(), self.crops.pin_memory(), self.targets.pin_memory(), self.failures)
 
 
-def _collate(batch) -> CropBatch:
+def _collate(batch, per_image: int, crop_size: int, uncropped: bool) -> CropBatch:
     ok = [b for b in batch if b[1] is not None]
     failures = [(b[0], b[3]) for b in batch if b[1] is None]
-    if ok:
-        crops = torch.stack([b[1] for b in ok])
-    else:
+    if not ok:
         crops = torch.empty((0,), dtype=torch.uint8)
+    elif uncropped:
+        crops = _group_views([b[1] for b in ok], per_image, crop_size)
+    else:
+        crops = torch.stack([b[1] for b in ok])
     return CropBatch(
         torch.tensor([b[0] for b in ok], dtype=torch.int64),
         crops,
@@ -353,11 +388,12 @@ def crop_loader(
     pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     """One `CropBatch` per list of sample positions in `batches`, in that order."""
+    dataset = CropDataset(samples, scheme, indices)
     return torch.utils.data.DataLoader(
-        CropDataset(samples, scheme, indices),
+        dataset,
         batch_sampler=batches,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=partial(_collate, per_image=len(indices), crop_size=scheme.crop_size, uncropped=dataset.uncropped),
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,

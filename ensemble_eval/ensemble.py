@@ -19,7 +19,7 @@ from torch import nn
 
 from .checkpoints import Member
 from .crops import CropScheme
-from .data import Sample, crop_loader
+from .data import Sample, Views, crop_loader
 from .merge import CropGroups, class_dtype, curve_subsets, group_statistics, merge_records, statistics_for, table_rows
 from .metrics import Tally, hits_from_top5
 
@@ -79,31 +79,55 @@ def place_members(members: list[Member], device: torch.device, channels_last: bo
 
 @torch.inference_mode()
 def member_logits(
-    crops: torch.Tensor,
+    crops: torch.Tensor | Views,
     runners: list[Runner],
     chunk_size: int,
     channels_last: bool = True,
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """Every member's logits for every crop, in the canonical class order.
+    """Every member's logits for every view, in the canonical class order.
 
-    crops: uint8 [B, K, 3, S, S] on the runners' device. Returns float32 [M, B, K, C] on the
-    same device. Forward passes run on at most `chunk_size` crops at a time; every chunk is
-    used by every member before the next is made. `precision` bf16/fp16 runs the forward
-    passes under autocast; the logits are returned (and softmax later taken) in float32.
+    crops: uint8 [B, K, 3, S, S], or `Views` (groups of equal shape), on the runners' device.
+    Returns float32 [M, B, K, C] on the same device. Forward passes run on at most
+    `chunk_size` crops at a time (views larger than S x S: as many as fit in the pixels of
+    `chunk_size` crops, at least one); every chunk is used by every member before the next is
+    made. `precision` bf16/fp16 runs the forward passes under autocast; the logits are
+    returned (and softmax later taken) in float32.
     """
-    autocast_dtype = PRECISIONS[precision]
-    b, k = crops.shape[:2]
-    flat = crops.reshape(b * k, *crops.shape[2:])
-    logits: list[list[torch.Tensor]] = [[] for _ in runners]
-    for start in range(0, b * k, chunk_size):
-        x = flat[start : start + chunk_size].float().div_(255.0)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        for i, r in enumerate(runners):
-            with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits[i].append(r.logits(x).float())
-    return torch.stack([torch.cat(per_member).view(b, k, -1) for per_member in logits])
+    if isinstance(crops, torch.Tensor):
+        b, k = crops.shape[:2]
+        chunks = _chunks(crops.reshape(b * k, *crops.shape[2:]), chunk_size, channels_last)
+        logits: list[list[torch.Tensor]] = [[] for _ in runners]
+        for x in chunks:
+            for i, r in enumerate(runners):
+                logits[i].append(_forward(r, x, precision))
+        return torch.stack([torch.cat(per_member).view(b, k, -1) for per_member in logits])
+    b, k = crops.num_images, crops.per_image
+    out: torch.Tensor | None = None
+    for views, where in crops.groups:
+        h, w = views.shape[-2:]
+        per_pass = max(1, chunk_size * crops.crop_size**2 // (h * w))
+        for start, x in zip(range(0, len(views), per_pass), _chunks(views, per_pass, channels_last)):
+            rows = where[start : start + per_pass].to(views.device)
+            for i, r in enumerate(runners):
+                y = _forward(r, x, precision)
+                if out is None:
+                    out = torch.empty((len(runners), b * k, y.shape[-1]), dtype=torch.float32, device=y.device)
+                out[i, rows] = y
+    return out.view(len(runners), b, k, -1)
+
+
+def _chunks(flat: torch.Tensor, size: int, channels_last: bool) -> Iterator[torch.Tensor]:
+    """Consecutive pieces of at most `size` uint8 views as 0-1 floats, converted once for every member."""
+    for start in range(0, len(flat), size):
+        x = flat[start : start + size].float().div_(255.0)
+        yield x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _forward(runner: Runner, x: torch.Tensor, precision: str) -> torch.Tensor:
+    dtype = PRECISIONS[precision]
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        return runner.logits(x).float()
 
 
 @dataclass(frozen=True)

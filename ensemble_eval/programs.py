@@ -178,9 +178,11 @@ class ProgramModule(nn.Module):
 
 
 @torch.inference_mode()
-def probe(module: nn.Module, size: int, batch: int = 2) -> torch.Tensor:
-    """One forward pass of zeros [batch, 3, size, size] (a member's shape check); returns the output."""
-    return module(torch.zeros(batch, 3, size, size))
+def probe(module: nn.Module, size: int | tuple[int, int], batch: int = 2) -> torch.Tensor:
+    """One forward pass of zeros [batch, 3, size, size] or [batch, 3, height, width] (a member's
+    shape check); returns the output."""
+    height, width = (size, size) if isinstance(size, int) else size
+    return module(torch.zeros(batch, 3, height, width))
 
 
 def load_program(path: str, kind: str, trust: bool, input_size: int | None) -> tuple[ProgramModule, int, int | None]:

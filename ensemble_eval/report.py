@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from .crops import set_label
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
@@ -60,7 +62,7 @@ def _table_section(record: dict) -> tuple[list[str], list[list[str]]]:
         row = [
             c["label"],
             str(c["models"]),
-            str(c["crops"]),
+            set_label(c["crop_set"], c["crops"]),
             str(c["cost"]),
             _pct_ci(c["top1_err"], c["top1_err_ci"]),
             _pct_ci(c["top5_err"], c["top5_err_ci"]),
@@ -80,7 +82,7 @@ def _table_section(record: dict) -> tuple[list[str], list[list[str]]]:
 def _member_section(record: dict) -> tuple[list[str], list[list[str]]]:
     sets = list(record["crop_sets"])
     crops = {s: record["crop_sets"][s]["num_crops"] for s in sets}
-    header = ["Member"] + [f"{label} @{crops[s]}" for s in sets for label in ("top-1", "top-5")]
+    header = ["Member"] + [f"{label} @{set_label(s, crops[s])}" for s in sets for label in ("top-1", "top-5")]
     rows = [
         [m["name"]] + [_pct(m["errors"][s][a]) for s in sets for a in ("top1_err", "top5_err")]
         for m in record["models"]
@@ -103,7 +105,9 @@ def _curve_section(record: dict) -> tuple[list[str], list[list[str]]]:
     points = [c for c in record["curve"] if c["merge"] == merge]
     sets = list(dict.fromkeys(c["crop_set"] for c in points))
     crops = {c["crop_set"]: c["crops"] for c in points}
-    header = ["Models", "Subsets"] + [f"{label} @{crops[s]}" for s in sets for label in ("top-1", "top-5")]
+    header = ["Models", "Subsets"] + [
+        f"{label} @{set_label(s, crops[s])}" for s in sets for label in ("top-1", "top-5")
+    ]
     rows = []
     for k in sorted({c["models"] for c in points}):
         at = {c["crop_set"]: c for c in points if c["models"] == k}
@@ -120,7 +124,7 @@ def _merges_section(record: dict) -> tuple[list[str], list[list[str]]]:
     rows = [
         [
             e["merge"],
-            str(e["crops"]),
+            set_label(e["crop_set"], e["crops"]),
             _pct_ci(e["top1_err"], e["top1_err_ci"]),
             _pct_ci(e["top5_err"], e["top5_err_ci"]),
             f"{e['nll']:.3f}",
@@ -266,7 +270,7 @@ def plot_curve(curve: list[dict], merge: str, path: Path) -> bool:
                 k,
                 [100 * c[f"{metric}_err_mean"] for c in line],
                 marker="o",
-                label=f"{line[0]['crops']} crop" + ("s" if line[0]["crops"] != 1 else ""),
+                label=set_label(s, line[0]["crops"]) + " crop" + ("s" if line[0]["crops"] != 1 else ""),
             )
             lo = [100 * c[f"{metric}_err_min"] for c in line]
             hi = [100 * c[f"{metric}_err_max"] for c in line]

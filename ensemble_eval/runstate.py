@@ -121,6 +121,21 @@ def fingerprint(members, samples, plan) -> dict:
     }
 
 
+def _protocol(recorded: dict | None) -> dict | None:
+    """A recorded protocol in today's spelling: runs started before regions had their name
+    recorded them as squares (same meaning), and resume across that change."""
+    if not isinstance(recorded, dict) or "squares" not in recorded:
+        return recorded
+    renamed = {("regions" if k == "squares" else k): v for k, v in recorded.items()}
+    sets = renamed.get("crop_sets")
+    if isinstance(sets, dict):
+        renamed["crop_sets"] = {
+            n: {("regions" if a == "squares" else a): v for a, v in sel.items()} if isinstance(sel, dict) else sel
+            for n, sel in sets.items()
+        }
+    return renamed
+
+
 def describe_changes(old: dict, new: dict) -> str:
     changes = []
     if old.get("models") != new.get("models"):
@@ -128,7 +143,7 @@ def describe_changes(old: dict, new: dict) -> str:
         changes.append(f"the checkpoints or their input conventions changed (the run used {was})")
     if old.get("num_images") != new.get("num_images") or old.get("data") != new.get("data"):
         changes.append(f"the images or labels changed (was {old.get('num_images')} images, now {new['num_images']})")
-    if old.get("protocol") != new.get("protocol"):
+    if _protocol(old.get("protocol")) != new.get("protocol"):
         changes.append("the crop protocol changed")
     if old.get("crop_sets") != new.get("crop_sets") or old.get("crops") != new.get("crops"):
         changes.append(f"the crop sets changed (was {old.get('crop_sets')} reporting {old.get('crops')!r})")

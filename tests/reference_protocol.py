@@ -14,7 +14,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-CropKey = tuple[int, str, str, str]  # (scale, square, crop, flip)
+CropKey = tuple[int, str, str, str]  # (scale, region, crop, flip)
 
 SCALES = (256, 288, 320, 352)
 SQUARES = ("first", "center", "last")
@@ -38,30 +38,41 @@ def crop_keys(scales=SCALES, squares=SQUARES, crops=CROPS, flips=FLIPS) -> list[
     return [(s, q, c, f) for s in scales for q in squares for c in crops for f in flips]
 
 
-def reference_crop(image: torch.Tensor, key: CropKey, crop_size: int = 224) -> torch.Tensor:
-    """uint8 [3, crop_size, crop_size] for one key, computed from scratch.
+def reference_crop(image: torch.Tensor, key: CropKey, crop_size: int = 224, grid: int = 0) -> torch.Tensor:
+    """uint8 [3, h, w] for one key, computed from scratch.
 
-    Resize the image (shorter side = scale), take the square, take the crop, flip.
+    Resize the image (shorter side = scale), take the region (a square or the whole image),
+    take the crop (a fixed one, a cell "r<i>c<j>" of the grid x grid grid, or the region
+    uncropped), flip. Every view is crop_size x crop_size except uncropped ones.
     """
-    scale, square, crop, flip = key
+    scale, region, crop, flip = key
     assert image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 3
-    assert crop_size <= scale
     resized = v2.Resize(scale, interpolation=InterpolationMode.BILINEAR, antialias=True)(image)
     h, w = resized.shape[-2:]
     assert min(h, w) == scale
-    # The s x s square along the longer side.
-    if square == "center":
+    # The s x s square along the longer side, or the whole resized image.
+    if region == "whole":
+        sq = resized
+    elif region == "center":
         sq = F.center_crop(resized, [scale, scale])
-    elif square == "first":
+    elif region == "first":
         sq = F.crop(resized, 0, 0, scale, scale)
-    elif square == "last":
+    elif region == "last":
         sq = F.crop(resized, h - scale, w - scale, scale, scale)
     else:
-        raise ValueError(f"unknown square {square!r}")
-    assert tuple(sq.shape) == (3, scale, scale)
-    # The crop inside the square.
-    if crop == "full":
+        raise ValueError(f"unknown region {region!r}")
+    rh, rw = sq.shape[-2:]
+    # The crop inside the region.
+    if crop == "uncropped":
+        out = sq
+    elif crop == "full":
         out = v2.Resize((crop_size, crop_size), interpolation=InterpolationMode.BILINEAR, antialias=True)(sq)
+    elif crop.startswith("r"):  # grid cell r<i>c<j>: corner at (i * (H - c) / (N - 1), j * (W - c) / (N - 1))
+        i, j = (int(x) for x in crop[1:].split("c"))
+        assert grid >= 2 and 0 <= i < grid and 0 <= j < grid
+        top = int(round(i * (rh - crop_size) / (grid - 1)))
+        left = int(round(j * (rw - crop_size) / (grid - 1)))
+        out = F.crop(sq, top, left, crop_size, crop_size)
     else:
         tl, tr, bl, br, center = F.five_crop(sq, [crop_size, crop_size])
         out = {"tl": tl, "tr": tr, "bl": bl, "br": br, "center": center}[crop]
@@ -70,7 +81,8 @@ def reference_crop(image: torch.Tensor, key: CropKey, crop_size: int = 224) -> t
         out = F.horizontal_flip(out)
     elif flip != "none":
         raise ValueError(f"unknown flip {flip!r}")
-    assert out.dtype == torch.uint8 and tuple(out.shape) == (3, crop_size, crop_size)
+    expected = (3, rh, rw) if crop == "uncropped" else (3, crop_size, crop_size)
+    assert out.dtype == torch.uint8 and tuple(out.shape) == expected
     return out
 
 
@@ -102,16 +114,21 @@ def reference_box(height: int, width: int, key: CropKey, crop_size: int = 224) -
 
 @torch.inference_mode()
 def reference_probs(
-    image: torch.Tensor, models: list[tuple[torch.nn.Module, tuple, tuple]], keys: list[CropKey], crop_size: int = 224
+    image: torch.Tensor,
+    models: list[tuple[torch.nn.Module, tuple, tuple]],
+    keys: list[CropKey],
+    crop_size: int = 224,
+    grid: int = 0,
 ) -> torch.Tensor:
     """Equal-weight mean of per-crop, per-model softmax probabilities, as float64 [num_classes].
 
     models: (module in eval mode, mean, std). Crops are processed one by one (batch of 1,
-    NCHW); for each crop the models are run one after another; softmax is taken in float32.
+    NCHW, each at its own size); for each crop the models are run one after another; softmax
+    is taken in float32.
     """
     total, count = None, 0
     for key in keys:
-        crop = reference_crop(image, key, crop_size)
+        crop = reference_crop(image, key, crop_size, grid)
         x = v2.ToDtype(torch.float32, scale=True)(crop)
         for model, mean, std in models:
             xn = v2.Normalize(mean=list(mean), std=list(std))(x).unsqueeze(0)

@@ -46,30 +46,31 @@ def test_plan_matches_reference_geometry(height, width):
     for box in boxes:
         ref = reference_box(height, width, box.key.as_tuple())
         assert box.resized == ref["resized"]
-        assert box.square == ref["square"]
-        assert box.crop == ref["crop"]
+        assert box.region == (*ref["square"], box.key.scale, box.key.scale)
+        assert box.crop == (*ref["crop"], ref["crop"][2])
+        assert box.size == (224, 224)
         assert box.mirror == (box.key.flip == "mirror")
         rh, rw = box.resized
-        top, left = box.square
+        top, left = box.region[:2]
         assert min(rh, rw) == box.key.scale
         assert 0 <= top <= rh - box.key.scale and 0 <= left <= rw - box.key.scale
 
 
 def test_landscape_and_portrait_squares_run_along_the_longer_side():
-    land = {b.key.square: b.square for b in plan_crops(333, 500, PAPER) if b.key.scale == 256}
+    land = {b.key.region: b.region[:2] for b in plan_crops(333, 500, PAPER) if b.key.scale == 256}
     # 333x500 at shorter side 256 -> 256x384: squares at x = 0, 64, 128
     assert land == {"first": (0, 0), "center": (0, 64), "last": (0, 128)}
-    port = {b.key.square: b.square for b in plan_crops(500, 333, PAPER) if b.key.scale == 256}
+    port = {b.key.region: b.region[:2] for b in plan_crops(500, 333, PAPER) if b.key.scale == 256}
     assert port == {"first": (0, 0), "center": (64, 0), "last": (128, 0)}
-    square = {b.key.square: b.square for b in plan_crops(500, 500, PAPER)}
+    square = {b.key.region: b.region[:2] for b in plan_crops(500, 500, PAPER)}
     assert set(square.values()) == {(0, 0)}  # three squares coincide, still three entries
     assert len(plan_crops(500, 500, PAPER)) == 144
 
 
 def test_center_offset_rounds_half_to_even_like_torchvision():
     # 221x320 at 288 -> 288x417: (417 - 288) / 2 = 64.5 -> 64 (Python round, as center_crop)
-    box = next(b for b in plan_crops(221, 320, PAPER) if b.key.scale == 288 and b.key.square == "center")
-    assert box.resized == (288, 417) and box.square == (0, 64)
+    box = next(b for b in plan_crops(221, 320, PAPER) if b.key.scale == 288 and b.key.region == "center")
+    assert box.resized == (288, 417) and box.region == (0, 64, 288, 288)
 
 
 @pytest.mark.parametrize("index", range(8))
@@ -125,7 +126,10 @@ def test_extract_rejects_non_uint8_rgb():
     "kwargs,match",
     [
         ({"scales": (200,)}, "crop_size"),
-        ({"squares": ("middle",)}, "squares"),
+        ({"regions": ("middle",)}, "regions"),
+        ({"crops": ("r0c0",)}, "grid: N"),
+        ({"grid": 2, "crops": ("r2c0",)}, "crops"),
+        ({"crop_sets": {"x": {"regions": ("center",), "squares": ("center",)}}}, "not both"),
         ({"crops": ("tl", "tl")}, "crops"),
         ({"crop_sets": {"x": {"scales": (999,)}}}, "subset"),
         ({"crop_sets": {"x": {"colour": ("red",)}}}, "unknown keys"),

@@ -21,12 +21,13 @@ from ensemble_eval.checkpoints import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CheckpointError,
-    check_crop_size,
+    check_views,
     expand_model_paths,
     inspect_checkpoint,
     member_from,
 )
 from ensemble_eval.cli import main
+from ensemble_eval.crops import CropScheme
 from ensemble_eval.models import build_model, identify, required_size
 
 MEAN_HALF = (0.5, 0.5, 0.5)
@@ -370,9 +371,9 @@ def test_timm_vit_is_refused_at_another_crop_size(tmp_path):
     (tmp_path / "vit.pt.yaml").write_text("arch: timm/vit_tiny_patch16_224\n")
     member = member_from(inspect_checkpoint(str(path)))
     assert member.arch.input_size == 224
-    check_crop_size([member], 224)
+    check_views([member], CropScheme())
     with pytest.raises(CheckpointError, match="vit.pt cannot take the protocol's 64x64 crops: it takes only 224x224"):
-        check_crop_size([member], 64)
+        check_views([member], CropScheme(scales=(72,), crop_size=64, crop_sets={"all": {}}))
 
 
 def test_timm_weights_by_name_come_through_the_safe_reader(tmp_path, monkeypatch):
