@@ -7,6 +7,7 @@ JSON-ready record, so two machines or two versions can be compared file to file.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -109,6 +110,75 @@ def end_to_end(
     return len(samples) * plan.crops_per_image * len(members) / statistics.median(seconds)
 
 
+def view_pixels(samples, scheme: CropScheme, crop_set: str, unit: int = 224) -> float:
+    """Mean pixels per image that crop set `crop_set` feeds each member, in `unit` x `unit` crops."""
+    from PIL import Image
+
+    from .crops import plan_crops
+
+    total = 0
+    for sample in samples:
+        with Image.open(sample.path) as img:
+            width, height = img.size
+        total += sum(b.size[0] * b.size[1] for b in plan_crops(height, width, scheme, scheme.set_indices(crop_set)))
+    return total / len(samples) / unit**2
+
+
+def per_image_seconds(
+    samples,
+    members,
+    scheme: CropScheme,
+    crop_set: str,
+    device,
+    batch_size: int,
+    workers: int,
+    channels_last: bool = True,
+    repeats: int = 2,
+) -> float:
+    """Steady-state seconds per image of the tool's evaluation loop for one crop set: the
+    difference of a run over all `samples` and one over the first half, so start-up (loader
+    workers, first forward passes) cancels; each the fastest of `repeats` runs."""
+    half = max(1, len(samples) // 2)
+
+    def seconds(subset) -> float:
+        start = time.perf_counter()
+        evaluate(subset, members, scheme, [crop_set], crop_set, device, batch_size, workers, channels_last, False)
+        _sync()
+        return time.perf_counter() - start
+
+    seconds(samples[:1])  # warm-up
+    full = min(seconds(samples) for _ in range(repeats))  # the least disturbed of `repeats` runs
+    part = min(seconds(samples[:half]) for _ in range(repeats))
+    return (full - part) / (len(samples) - half)
+
+
+def protocol_costs(samples, members, protocols, device, batch_size: int, workers: int, images: int) -> list[dict]:
+    """Per (name, scheme, crop set): views per image, pixels fed per image (in 224 x 224 crops),
+    steady-state seconds per image, and that time relative to the first entry's.
+
+    Sets as costly as 144 crops or more are timed on `images` images; cheaper ones on
+    proportionally more (at most all of `samples`), so that each difference of two run
+    lengths spans seconds, not noise."""
+    rows = []
+    for name, scheme, crop_set in protocols:
+        pixels = view_pixels(samples[:images], scheme, crop_set)
+        n = min(len(samples), max(images, math.ceil(images * 144 / pixels)))
+        secs = per_image_seconds(samples[:n], members, scheme, crop_set, device, batch_size, workers)
+        rows.append(
+            {
+                "protocol": name,
+                "crop_set": crop_set,
+                "views": len(scheme.set_indices(crop_set)),
+                "crops_224_equivalent": pixels,
+                "images": n,
+                "seconds_per_image": secs,
+            }
+        )
+    for row in rows:
+        row["cost_vs_first"] = row["seconds_per_image"] / rows[0]["seconds_per_image"]
+    return rows
+
+
 def naive(samples, members, scheme: CropScheme, crop_set: str, device, repeats: int) -> float:
     """Crop evaluations per second the common way: per crop, PIL decode and torchvision
     transforms, NCHW float32, batch of one, one model after another."""
@@ -116,36 +186,34 @@ def naive(samples, members, scheme: CropScheme, crop_set: str, device, repeats: 
     from torchvision import transforms as T
     from torchvision.transforms import functional as F
 
-    keys = [scheme.keys()[i] for i in scheme.set_indices(crop_set)]
-    size = scheme.crop_size
+    from .crops import plan_crops
+
+    indices = scheme.set_indices(crop_set)
     models = [(m.model.to(device).to(memory_format=torch.contiguous_format), m.mean, m.std) for m in members]
 
-    def crop_of(path, key):
+    def crop_of(path, box):
         img = Image.open(path).convert("RGB")
-        img = T.Resize(key.scale)(img)
-        w, h = img.size
-        long_side, s = max(w, h), key.scale
-        along = {"first": 0, "center": int(round((long_side - s) / 2.0)), "last": long_side - s}[key.square]
-        img = F.crop(img, 0, along, s, s) if w >= h else F.crop(img, along, 0, s, s)
-        if key.crop == "full":
-            img = T.Resize((size, size))(img)
-        else:
-            c, far = int(round((s - size) / 2.0)), s - size
-            top, left = {"tl": (0, 0), "tr": (0, far), "bl": (far, 0), "br": (far, far), "center": (c, c)}[key.crop]
-            img = F.crop(img, top, left, size, size)
-        return F.hflip(img) if key.flip == "mirror" else img
+        img = T.Resize(box.key.scale)(img)
+        img = F.crop(img, *box.region)
+        img = F.crop(img, *box.crop)
+        if box.key.crop == "full":
+            img = T.Resize(box.size)(img)
+        return F.hflip(img) if box.mirror else img
 
     @torch.inference_mode()
     def run():
         for sample in samples:
+            with Image.open(sample.path) as img:
+                width, height = img.size
+            boxes = plan_crops(height, width, scheme, indices)
             for model, mean, std in models:
                 total = 0
-                for key in keys:
-                    x = T.Normalize(mean, std)(T.ToTensor()(crop_of(sample.path, key)))[None].to(device)
+                for box in boxes:
+                    x = T.Normalize(mean, std)(T.ToTensor()(crop_of(sample.path, box)))[None].to(device)
                     total = total + torch.softmax(model(x), dim=1)
 
     seconds = _median_time(run, repeats) if repeats > 1 else _time_once(run)
-    return len(samples) * len(keys) * len(members) / seconds
+    return len(samples) * len(indices) * len(members) / seconds
 
 
 def _time_once(fn) -> float:

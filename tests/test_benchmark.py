@@ -54,3 +54,21 @@ def test_benchmark_script_on_a_tiny_setting(tmp_path):
     assert abs(r["model_over_ceiling"] - record["model"]["gflops"] / record["ceiling_gflops"]["fp32"]) < 1e-9
     assert set(record["targets"]) == {"model_over_ceiling", "e2e_over_reference_1crop"}  # the 1-crop targets
     assert "model alone" in proc.stdout and "ensemble-eval" in proc.stdout
+
+
+def test_protocol_costs_count_views_and_pixels(samples):
+    import torch
+
+    from ensemble_eval.benchmark import protocol_costs, random_members, view_pixels
+    from ensemble_eval.config import build_config
+
+    dense = build_config(str(ROOT / "configs" / "resnet-dense.yaml"), {}).protocol
+    spotlight = [s for s in samples if s.rel_path.startswith("n04286575")]  # 320x240
+    # 224x298 + 256x341 + 384x512 + 480x640 + 640x853 pixels, in 224 x 224 crops
+    assert abs(view_pixels(spotlight, dense, "5") - 1203776 / 224**2) < 1e-9
+    quick = build_config(str(ROOT / "configs" / "quick-72px.yaml"), {}).protocol
+    rows = protocol_costs(
+        samples[:4], random_members(1), [("quick", quick, "1"), ("quick", quick, "10")], torch.device("cpu"), 16, 0, 2
+    )
+    assert [(r["views"], r["images"]) for r in rows] == [(1, 4), (10, 4)]
+    assert rows[0]["cost_vs_first"] == 1.0 and abs(rows[1]["crops_224_equivalent"] - 10 * 64**2 / 224**2) < 1e-9
