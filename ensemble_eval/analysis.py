@@ -6,7 +6,7 @@ plus correct counts for every member subset of the ensemble-size curve (predicti
 reported numbers are computed here from those records, both at the end of a run and by
 `ensemble-eval report RUN_DIR`, so the two always agree:
 
-- top-1/top-5 errors with 95% Wilson score intervals (scipy.stats.binomtest);
+- top-1/top-5 errors with 95% Wilson score intervals (closed form; checked against scipy in the tests);
 - the Table 3 cells and exact McNemar tests between them (more crops vs fewer, all members vs
   the best one), on the same images;
 - the ensemble-size curve (error vs number of members, mean/min/max over member subsets);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,13 +90,19 @@ ECE_BINS = 15
 
 
 def wilson_interval(errors: int, n: int, level: float = CONFIDENCE_LEVEL) -> tuple[float, float]:
-    """Wilson score interval for an error rate of `errors` out of `n` images (NaN when n is 0)."""
+    """Wilson score interval for an error rate of `errors` out of `n` images (NaN when n is 0).
+
+    Closed form with the standard library's normal quantile (no scipy import at start-up);
+    tests/test_stats_independent.py checks it against scipy.stats.binomtest."""
     if n == 0:
         return float("nan"), float("nan")
-    from scipy.stats import binomtest
+    from statistics import NormalDist
 
-    ci = binomtest(int(errors), int(n)).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    rate, z2 = errors / n, z * z
+    center = (rate + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(rate * (1 - rate) / n + z2 / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
 
 
 def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
@@ -107,12 +114,18 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
     """
     a_only = int(np.sum(a_correct & ~b_correct))
     b_only = int(np.sum(~a_correct & b_correct))
-    p = 1.0
-    if a_only + b_only:
-        from scipy.stats import binomtest
-
-        p = float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    p = _two_sided_half(min(a_only, b_only), a_only + b_only)
     return {"num_images": int(len(a_correct)), "a_only_correct": a_only, "b_only_correct": b_only, "p_value": p}
+
+
+def _two_sided_half(k: int, n: int) -> float:
+    """Two-sided exact binomial p-value of k (the smaller count) of n at p = 1/2: twice the
+    lighter tail, summed exactly in integers (1 when n is 0)."""
+    term, tail = 1, 1  # C(n, 0)
+    for i in range(k):
+        term = term * (n - i) // (i + 1)  # C(n, i + 1)
+        tail += term
+    return min(1.0, 2 * tail / 2**n) if n else 1.0
 
 
 def negative_log_likelihood(target_prob: np.ndarray) -> float:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
-from ensemble_eval.metrics import Counts, topk_hits
+from ensemble_eval.metrics import Counts, mcnemar_exact, topk_hits, wilson_interval
 
 
 def test_topk_correct_equals_plain_loop():
@@ -101,3 +103,15 @@ def test_nll_and_ece_by_hand():
     # bins (0.933, 1]: accuracy 0.5 vs confidence 0.95; (0.533, 0.6]: accuracy 1 vs 0.55
     assert abs(expected_calibration_error(conf, correct) - (0.5 * 0.45 + 0.5 * 0.45)) < 1e-12
     assert expected_calibration_error(np.array([1.0, 1.0]), np.array([True, True])) == 0.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 1001, 50000])
+def test_closed_form_intervals_and_exact_p_values_equal_scipys(n):
+    """No scipy at start-up: the stdlib forms must equal scipy.stats.binomtest's."""
+    from scipy.stats import binomtest
+
+    for k in sorted({0, 1, n // 3, n // 2, (n + 1) // 2, n - 1, n}):
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
+        a = np.arange(n) < k
+        assert mcnemar_exact(a, ~a)["p_value"] == pytest.approx(binomtest(k, n, 0.5).pvalue, abs=1e-12)
