@@ -264,6 +264,43 @@ def random_members(count: int, num_classes: int = 1000) -> list[Member]:
     return members
 
 
+STARTUP_TARGETS = {"help_s": 0.3, "run_over_import_s": 1.0}  # seconds, at most
+
+
+def startup(samples, members, repeats: int) -> dict:
+    """Start-up in seconds, each the median of `repeats` fresh processes: `import torch,
+    torchvision` alone, `ensemble-eval --help`, and a 1-image, 1-crop run of the first member
+    (saved as a state dict); and the run's excess over the import."""
+    import subprocess
+    import sys
+    import tempfile
+
+    sample = samples[0]
+    root = str(sample.path)[: -len(sample.rel_path)]
+
+    def median_seconds(args: list[str], cwd: str) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, *args], cwd=cwd, check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    with tempfile.TemporaryDirectory() as tmp:  # a neutral directory: the installed package runs
+        ckpt = str(Path(tmp) / "member.pt")
+        torch.save(members[0].model.state_dict(), ckpt)
+        run = ["-m", "ensemble_eval", "--models", ckpt, "--data", root, "--limit", "1", "--crops", "1"]
+        run += ["--out", str(Path(tmp) / "run"), "--no-progress", "--device", "cpu"]
+        record = {
+            "import_torch_torchvision_s": median_seconds(["-c", "import torch, torchvision"], tmp),
+            "help_s": median_seconds(["-m", "ensemble_eval", "--help"], tmp),
+            "one_image_one_crop_run_s": median_seconds([*run, "--overwrite"], tmp),
+        }
+    record["run_over_import_s"] = record["one_image_one_crop_run_s"] - record["import_torch_torchvision_s"]
+    record["targets"] = {k: {"at_most": v, "met": record[k] <= v} for k, v in STARTUP_TARGETS.items()}
+    return record
+
+
 def machine_info(device: torch.device) -> dict:
     cpu = platform.processor() or "?"
     try:
@@ -297,6 +334,7 @@ def run_benchmark(
     channels_last: bool = True,
     repeats: int = 3,
     naive_repeats: int = 1,
+    measure_startup: bool = True,
 ) -> dict:
     """All measurements and their ratios, as one record (see the module docstring)."""
     ceiling = {"fp32": matmul_ceiling(device, torch.float32, repeats=repeats)}
@@ -344,4 +382,6 @@ def run_benchmark(
     else:
         wanted.update({k: TARGETS[k] for k in ("e2e_over_model", "e2e_over_naive")})
     record["targets"] = {k: {"target": v, "met": ratios[k] >= v} for k, v in wanted.items()}
+    if measure_startup:
+        record["startup"] = startup(samples, members, repeats)
     return record

@@ -4,7 +4,8 @@ ceiling and a naive per-crop evaluation (see ensemble_eval/benchmark.py).
     python scripts/benchmark.py --data ../shared/data/imagenet-sample --images 8 --models 2 --crops 144 \\
         --out bench.json
 
-Prints the figures and the ratios, and writes them as JSON (compare two machines or versions).
+Prints the figures and the ratios, and the start-up (fresh processes: `import torch, torchvision`,
+`--help`, a 1-image 1-crop run), and writes them as JSON (compare two machines or versions).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
     p.add_argument("--naive-repeats", type=int, default=1, help="repeats of the (slow) naive baseline")
+    p.add_argument("--no-startup", action="store_true", help="skip the start-up timings (fresh processes)")
     p.add_argument("--out", help="write the record as JSON here")
     args = p.parse_args()
 
@@ -52,6 +54,7 @@ def main() -> int:
         args.workers,
         repeats=args.repeats,
         naive_repeats=args.naive_repeats,
+        measure_startup=not args.no_startup,
     )
     m, s, r = record["machine"], record["settings"], record["ratios"]
     print(f"{m['cpu']} ({m['cpu_cores']} cores, {m['torch_threads']} threads), torch {m['torch']}, {m['device']}")
@@ -64,6 +67,12 @@ def main() -> int:
         print(f"torchvision ref.   {record['reference_1crop']['crops_per_s']:8.1f} crops/s (1 crop)")
     for name, t in record["targets"].items():
         print(f"{name:26s} {r[name]:6.2f}  (target >= {t['target']}: {'met' if t['met'] else 'NOT met'})")
+    if "startup" in record:
+        st = record["startup"]
+        print(f"import torch, torchvision {st['import_torch_torchvision_s']:6.2f} s")
+        print(f"1-image 1-crop run        {st['one_image_one_crop_run_s']:6.2f} s")
+        for name, t in st["targets"].items():
+            print(f"{name:26s} {st[name]:6.2f} s (target <= {t['at_most']} s: {'met' if t['met'] else 'NOT met'})")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(record, fh, indent=2)

@@ -54,6 +54,11 @@ def test_benchmark_script_on_a_tiny_setting(tmp_path):
     assert abs(r["model_over_ceiling"] - record["model"]["gflops"] / record["ceiling_gflops"]["fp32"]) < 1e-9
     assert set(record["targets"]) == {"model_over_ceiling", "e2e_over_reference_1crop"}  # the 1-crop targets
     assert "model alone" in proc.stdout and "ensemble-eval" in proc.stdout
+    st = record["startup"]  # fresh processes: the import alone, --help, a 1-image 1-crop run
+    assert 0 < st["help_s"] < st["one_image_one_crop_run_s"] and st["import_torch_torchvision_s"] > 0
+    assert abs(st["run_over_import_s"] - (st["one_image_one_crop_run_s"] - st["import_torch_torchvision_s"])) < 1e-9
+    assert {k: t["at_most"] for k, t in st["targets"].items()} == {"help_s": 0.3, "run_over_import_s": 1.0}
+    assert "run_over_import_s" in proc.stdout
 
 
 def test_protocol_costs_count_views_and_pixels(samples):
