@@ -333,13 +333,13 @@ def _views(image: torch.Tensor, boxes: list[CropBox]):
         by_scale.setdefault(box.key.scale, []).append(pos)
     for scale, positions in by_scale.items():
         resized = _resize(image, [scale])
-        full_regions = sorted({boxes[p].region for p in positions if boxes[p].key.crop == "full"})
+        fulls = [boxes[p] for p in positions if boxes[p].key.crop == "full"]
+        full_regions = sorted({b.region for b in fulls})
         full_resized = {}
         for shape in sorted({r[2:] for r in full_regions}):
             same = [r for r in full_regions if r[2:] == shape]
             stack = torch.stack([resized[:, t : t + h, lf : lf + w] for t, lf, h, w in same])
-            out_size = next(boxes[p].size for p in positions if boxes[p].key.crop == "full")
-            full_resized.update(zip(same, _resize(stack, list(out_size))))
+            full_resized.update(zip(same, _resize(stack, list(fulls[0].size))))  # every "full" view is crop_size
         for p in positions:
             box = boxes[p]
             if box.key.crop == "full":
