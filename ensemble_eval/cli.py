@@ -80,6 +80,15 @@ published ({top1_err, top5_err}); see docs/checkpoints.md.
 """
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -205,7 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("execution")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default auto: cuda if present)")
     g.add_argument(
-        "--batch-size", type=_positive_int, metavar="N", help="crops per forward pass (default 16 on CPU, 288 on CUDA)"
+        "--batch-size",
+        type=_batch_size,
+        metavar="N|auto",
+        help="crops per forward pass; auto (default): the fastest size, timed on the first crops and cached "
+        "per machine (docs/speed.md)",
     )
     g.add_argument(
         "--workers",
@@ -217,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=["fp32", "bf16", "fp16"],
         help="forward passes in fp32 (default) or under bf16/fp16 autocast; softmax and averaging stay fp32",
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile each member for inference (slow first batches; pays off on long runs)",
     )
     g.add_argument(
         "--no-channels-last",
@@ -342,15 +361,9 @@ def _check_and_run(config, out: Path) -> int:
         real = read_real_labels(config.real_labels, members[0].num_classes)
         check_real_labels_cover(real, [s.rel_path for s in samples], config.real_labels)
 
-    batch_size = config.batch_size_for(device.type)
-    if device.type == "cuda":  # fp32 means fp32: no TF32 in convolutions or matmuls
-        import torch
-
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
     from .engine import run_evaluation
 
-    return run_evaluation(config, out, samples, members, device, set_names, batch_size, real)
+    return run_evaluation(config, out, samples, members, device, set_names, real)
 
 
 def build_validate_parser() -> argparse.ArgumentParser:
@@ -399,7 +412,7 @@ def run_validate(args: argparse.Namespace) -> int:
     quick: dict[str, dict] = {}
     if samples is not None:
         from .checkpoints import check_published, check_views, member_from, one_crop_scheme
-        from .config import DEFAULT_WORKERS, RunConfig
+        from .config import DEFAULT_WORKERS, default_batch_size
         from .engine import evaluate
 
         subset = samples[: args.limit]
@@ -421,7 +434,7 @@ def run_validate(args: argparse.Namespace) -> int:
                 ["1"],
                 "1",
                 device,
-                RunConfig().batch_size_for(device.type),
+                default_batch_size(device.type),
                 DEFAULT_WORKERS if args.workers is None else args.workers,
                 progress=False,
             )

@@ -17,7 +17,7 @@ from typing import Any
 from .crops import CropScheme, SchemeError
 from .errors import UserError, short_repr
 
-DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 288}  # crops per forward pass
+DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 288}  # crops per forward pass, where auto does not time
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 DEVICES = ("auto", "cpu", "cuda")
 MERGES = ("mean-prob", "mean-logit", "geo-mean", "max-crop")  # see merge.py; the first is the paper's
@@ -37,12 +37,13 @@ class RunConfig:
     crops: str | None = None  # None: "144" if the protocol has it, else its largest crop set
     table: bool = False
     device: str = "auto"
-    batch_size: int | None = None  # crops per forward pass; None: DEFAULT_BATCH_SIZE[device]
+    batch_size: int | str = "auto"  # crops per forward pass, or "auto": timed and cached (autobatch.py)
     workers: int = DEFAULT_WORKERS
     limit: int | None = None
     out: str | None = None  # None: runs/<UTC timestamp>
     overwrite: bool = False
     channels_last: bool = True
+    compile: bool = False  # torch.compile every member for inference (--compile)
     progress: bool = True
     verbose: bool = False
     trust_checkpoints: bool = False  # allow full unpickling (whole modules): can run code
@@ -66,6 +67,7 @@ class RunConfig:
             "table",
             "overwrite",
             "channels_last",
+            "compile",
             "progress",
             "verbose",
             "trust_checkpoints",
@@ -83,7 +85,11 @@ class RunConfig:
                 raise ConfigError(f"{_option(name)} must be a string (a path or name), got {short_repr(value)}")
         if not isinstance(self.models, list) or not all(isinstance(m, str) for m in self.models):
             raise ConfigError(f"{_option('models')} must be a list of paths or globs, got {short_repr(self.models)}")
-        for name in ("batch_size", "limit", "save_every", "curve_samples"):
+        if self.batch_size != "auto" and (type(self.batch_size) is not int or self.batch_size < 1):
+            raise ConfigError(
+                f"{_option('batch_size')} must be a positive integer or auto, got {short_repr(self.batch_size)}"
+            )
+        for name in ("limit", "save_every", "curve_samples"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):
                 raise ConfigError(f"{_option(name)} must be a positive integer, got {short_repr(value)}")
@@ -116,9 +122,6 @@ class RunConfig:
         """The merge modes to compute, the reported one first."""
         return (self.merge,) + tuple(m for m in MERGES if m != self.merge) if self.compare_merges else (self.merge,)
 
-    def batch_size_for(self, device_type: str) -> int:
-        return self.batch_size or DEFAULT_BATCH_SIZE.get(device_type, DEFAULT_BATCH_SIZE["cpu"])
-
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "protocol"}
         d["protocol"] = self.protocol.to_dict()
@@ -126,6 +129,11 @@ class RunConfig:
 
 
 FIELD_NAMES = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def default_batch_size(device_type: str) -> int:
+    """Crops per forward pass where `--batch-size auto` does not time (small runs, validate)."""
+    return DEFAULT_BATCH_SIZE.get(device_type, DEFAULT_BATCH_SIZE["cpu"])
 
 
 def _option(name: str) -> str:

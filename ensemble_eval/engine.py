@@ -15,6 +15,7 @@ count, and a kill loses at most `save_every` images per process or `save_interva
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -31,6 +32,8 @@ from .crops import CropScheme
 from .data import DataError, Sample
 from .ensemble import Accumulator, BatchResult, EvalResult, Plan, run_batches
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,18 +104,20 @@ def evaluate_batches(
     strict: bool = False,
     strict_hint: str = "",
     world: D.World = D.World(),
+    compile: bool = False,
 ) -> None:
     """Evaluate the global batches `todo` (sharded over the world), handing finished ones to
     `save` on rank 0 (every `saving.every_images` images per process, every `saving.interval`
     seconds, and at the end).
 
+    `compile`: torch.compile the members first (ensemble.place_members).
     `strict`: an undecodable image stops the loop with a DataError once the clean batches
     before it are saved (a batch holding it is not saved, so it is redone after a fix).
     """
     mine = D.shard(todo, world)
     steps = math.ceil(len(todo) / world.world_size)  # the same on every process
     set_index = plan.set_names.index(plan.requested_set)
-    batches = run_batches(samples, mine, plan, members, device, workers, channels_last)
+    batches = run_batches(samples, mine, plan, members, device, workers, channels_last, compile)
     pending: list[BatchResult] = []
     failure = None
     since_save = 0  # the world's images since the last save (rank 0's count)
@@ -161,6 +166,7 @@ def evaluate(
     progress: bool = True,
     strict: bool = True,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> EvalResult:
     """Evaluate the ensemble on `samples` for every crop set in `set_names`, in memory.
 
@@ -184,7 +190,18 @@ def evaluate(
     try:
         todo = list(range(plan.num_batches(len(samples))))
         evaluate_batches(
-            samples, plan, members, device, todo, keep, bar, Saving(1, 0.0), workers, channels_last, strict
+            samples,
+            plan,
+            members,
+            device,
+            todo,
+            keep,
+            bar,
+            Saving(1, 0.0),
+            workers,
+            channels_last,
+            strict,
+            compile=compile,
         )
     finally:
         bar.close()
@@ -229,7 +246,45 @@ def _open_store(store, config, members, samples, plan, world: D.World) -> set[in
     return done
 
 
-def run_evaluation(config, out: Path, samples, members, device, set_names, batch_size, real) -> int:
+def _batch_choice(config, store, members, samples, set_names, device, world: D.World):
+    """Rank 0 settles the forward batch (autobatch.choose: given, resumed, cached or timed)
+    and logs it; every process gets the same choice, or the same ResumeError."""
+    from .autobatch import choose
+    from .config import default_batch_size
+    from .crops import needed_indices
+    from .runstate import ResumeError
+
+    made: tuple = (None, None)
+    if world.is_main:
+        try:
+            recorded = store.recorded_batch_size() if config.resume else None
+            indices = needed_indices(config.protocol, set_names)
+            choice = choose(
+                config.batch_size,
+                members,
+                samples,
+                config.protocol,
+                indices,
+                device,
+                config.channels_last,
+                config.precision,
+                default_batch_size(device.type),
+                recorded,
+            )
+            if choice.source in ("timed", "cache"):  # the others are in summary.json (and -v)
+                print(f"ensemble-eval: {choice.describe()}", file=sys.stderr)
+            else:
+                log.debug(choice.describe())
+            made = (choice, None)
+        except ResumeError as exc:
+            made = (None, str(exc))
+    choice, problem = D.broadcast_from_main(made, world)
+    if problem:
+        raise ResumeError(problem)
+    return choice
+
+
+def run_evaluation(config, out: Path, samples, members, device, set_names, real) -> int:
     """The evaluation proper: sharded over torchrun processes, saved in chunks, resumable.
 
     Writes the result files into `out` on rank 0 and prints the report; returns the exit code."""
@@ -240,11 +295,13 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, batch
     world = D.world_from_env()
     device = D.init(world, device)
     out = Path(D.broadcast_from_main(str(out), world))  # one run directory for every process
+    store = ProgressStore(out)
+    choice = _batch_choice(config, store, members, samples, set_names, device, world)
     plan = Plan.make(
         config.protocol,
         set_names,
         config.crops,
-        batch_size,
+        choice.batch_size,
         config.precision,
         num_members=len(members),
         merges=config.merges,
@@ -252,7 +309,6 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, batch
         seed=config.seed,
         save_statistics=config.save_logits,
     )
-    store = ProgressStore(out)
     done = _open_store(store, config, members, samples, plan, world)
     remaining = [b for b in range(plan.num_batches(len(samples))) if b not in done]
     done_images = sum(min(plan.images_per_batch, len(samples) - b * plan.images_per_batch) for b in done)
@@ -285,6 +341,7 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, batch
             config.strict,
             " (--strict: stopped; the images before it are saved, fix or remove the file, then add --resume)",
             world,
+            config.compile,
         )
     except KeyboardInterrupt:
         progress.close()  # before the message, so the bar does not overwrite it
@@ -303,7 +360,7 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, batch
     code = EXIT_OK
     if world.is_main:
         try:
-            code = _finish(config, out, store, samples, plan, members, device, batch_size, real, done, seconds, world)
+            code = _finish(config, out, store, samples, plan, members, device, choice, real, done, seconds, world)
         except OSError as exc:
             raise disk_error(exc, out, _resume_command(out)) from exc
     code = D.broadcast_from_main(code, world)
@@ -311,7 +368,7 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, batch
     return code
 
 
-def _finish(config, out, store, samples, plan, members, device, batch_size, real, done, seconds, world) -> int:
+def _finish(config, out, store, samples, plan, members, device, choice, real, done, seconds, world) -> int:
     """Rank 0, every batch done: predictions.npz (and logits.npz) from the chunks, the analysis,
     summary.json and the other files, the report on the terminal; then progress/ goes."""
     from .analysis import analyze, load_records
@@ -338,7 +395,7 @@ def _finish(config, out, store, samples, plan, members, device, batch_size, real
     )
     records = load_records(out)
     analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "")
-    record = with_analysis(summary_record(config, members, result, device, batch_size), analysis)
+    record = with_analysis(summary_record(config, members, result, device, choice), analysis)
     written = ["summary.json", "predictions.npz"] + (["logits.npz"] if config.save_logits else [])
     written += analysis_files(out, record)
     write_json(out / "summary.json", record)

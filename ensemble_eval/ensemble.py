@@ -38,7 +38,7 @@ class Runner:
     the rest into the canonical class order.
     """
 
-    model: nn.Module
+    model: nn.Module | Compiled
     mean: torch.Tensor  # float32 [1, 3, 1, 1], in the member's input scale divided by that scale
     std: torch.Tensor  # float32 [1, 3, 1, 1], likewise
     bgr: bool
@@ -55,7 +55,39 @@ class Runner:
         return logits
 
 
-def place_members(members: list[Member], device: torch.device, channels_last: bool) -> list[Runner]:
+def prepare_device(device: torch.device, fixed_shapes: bool) -> None:
+    """CUDA settings of a run: fp32 means fp32 (no TF32 in convolutions or matmuls), and
+    cudnn.benchmark (kernels tuned once per input shape) when every view has one shape;
+    with views sized by their image it would tune again at every new shape."""
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.benchmark = fixed_shapes
+
+
+class Compiled:
+    """A member under torch.compile; a failure to compile is one line naming the way out."""
+
+    def __init__(self, model: nn.Module):
+        self.compiled = torch.compile(model)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.compiled(x)
+        except Exception as exc:  # dynamo/inductor raise many types; the first line says which
+            from .errors import UserError
+
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise UserError(
+                f"--compile: torch.compile failed ({type(exc).__name__}: {reason}); run without --compile"
+            ) from exc
+
+
+def place_members(
+    members: list[Member], device: torch.device, channels_last: bool, compile: bool = False
+) -> list[Runner]:
+    """Each member on `device`, in eval mode and the memory format, with its conventions as tensors;
+    `compile`: under torch.compile (compiled at its first batch of each shape)."""
     from .data import wnid_to_index
 
     runners = []
@@ -64,6 +96,8 @@ def place_members(members: list[Member], device: torch.device, channels_last: bo
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.eval()
+        if compile:
+            model = Compiled(model)
         conv = m.convention
         # (x * scale - mean) / std == (x - mean / scale) / (std / scale)
         mean = torch.tensor(conv.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) / conv.input_scale
@@ -267,9 +301,11 @@ def run_batches(
     device: torch.device,
     workers: int,
     channels_last: bool = True,
+    compile: bool = False,
 ) -> Iterator[BatchResult]:
     """Evaluate the given global batches, in order, yielding one BatchResult each."""
-    runners = place_members(members, device, channels_last)
+    prepare_device(device, not plan.scheme.uncropped(list(plan.indices)))
+    runners = place_members(members, device, channels_last, compile)
     groups = plan.groups
     names = statistics_for(plan.merges)
     loader = crop_loader(
@@ -280,12 +316,10 @@ def run_batches(
         workers,
         pin_memory=device.type == "cuda",
     )
-    for batch_id, batch in zip(batch_ids, loader):
+    for batch_id, (batch, crops, targets) in zip(batch_ids, on_device(loader, device)):
         if batch.indices.numel() == 0:
             yield empty_result(batch_id, plan, members[0].num_classes, batch.failures)
             continue
-        crops = batch.crops.to(device, non_blocking=True)
-        targets = batch.targets.to(device, non_blocking=True)
         with torch.inference_mode():
             logits = member_logits(crops, runners, plan.batch_size, channels_last, plan.precision)  # [M, B, K, C]
             statistics = group_statistics(logits, groups, names)  # {name: [M, B, G, C]}
@@ -311,6 +345,42 @@ def run_batches(
             subset_correct,
             saved,
         )
+
+
+def on_device(loader, device: torch.device) -> Iterator[tuple]:
+    """(batch, its views on `device`, its targets on `device`) for each loader batch.
+
+    On CUDA the next batch's copy (from pinned memory) is issued on a side stream before the
+    current batch is handed out, so it overlaps the current batch's forward passes; the
+    compute stream waits for the copy, and the caching allocator is told the tensors are used
+    there (record_stream) so their memory is not reused too early.
+    """
+    if device.type != "cuda":
+        for batch in loader:
+            yield batch, batch.crops.to(device), batch.targets.to(device)
+        return
+    copy_stream = torch.cuda.Stream(device)
+
+    def issue(batch):
+        with torch.cuda.stream(copy_stream):
+            return batch, batch.crops.to(device, non_blocking=True), batch.targets.to(device, non_blocking=True)
+
+    batches = iter(loader)
+    first = next(batches, None)
+    upcoming = None if first is None else issue(first)
+    while upcoming is not None:
+        batch, crops, targets = upcoming
+        compute = torch.cuda.current_stream(device)
+        compute.wait_stream(copy_stream)
+        for t in (*_tensors(crops), targets):
+            t.record_stream(compute)
+        following = next(batches, None)
+        upcoming = None if following is None else issue(following)
+        yield batch, crops, targets
+
+
+def _tensors(crops: torch.Tensor | Views) -> list[torch.Tensor]:
+    return [v for v, _ in crops.groups] if isinstance(crops, Views) else [crops]
 
 
 class Accumulator:

@@ -367,7 +367,7 @@ def with_analysis(record: dict, analysis: dict, member_ids: list[int] | None = N
     return record
 
 
-def summary_record(config, members, result, device, batch_size: int) -> dict:
+def summary_record(config, members, result, device, choice) -> dict:
     """The run's metadata for summary.json; the result fields come from with_analysis."""
     from . import __version__
 
@@ -393,7 +393,9 @@ def summary_record(config, members, result, device, batch_size: int) -> dict:
             for m in members
         ],
         "device": str(device),
-        "batch_size": batch_size,
+        "batch_size": choice.batch_size,
+        "batch_size_choice": choice.to_dict(),
+        "compile": config.compile,
         "channels_last": config.channels_last,
         "precision": config.precision,
         "merges_computed": list(result.merges),

@@ -237,6 +237,14 @@ class ProgressStore:
     def exists(self) -> bool:
         return (self.dir / "manifest.json").exists()
 
+    def recorded_batch_size(self) -> int | None:
+        """The forward batch of the run in progress here (None: no run, or none recorded)."""
+        manifest = self.dir / "manifest.json"
+        if not manifest.exists():
+            return None
+        size = _read_manifest(manifest).get("batch_size")
+        return size if type(size) is int and size > 0 else None
+
     def open(
         self, fp: dict, plan, num_samples: int, num_classes: int, resume: bool, overwrite: bool
     ) -> tuple[set[int], list[str]]:

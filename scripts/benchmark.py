@@ -1,11 +1,14 @@
-"""Speed of ensemble-eval measured side by side with the model alone, the hardware's matrix-multiply
-ceiling and a naive per-crop evaluation (see ensemble_eval/benchmark.py).
+"""Speed of ensemble-eval measured side by side with the models alone (at every candidate batch
+size), the hardware's matrix-multiply ceiling and a naive per-crop evaluation, for ensembles of
+each size given (see ensemble_eval/benchmark.py).
 
-    python scripts/benchmark.py --data ../shared/data/imagenet-sample --images 8 --models 2 --crops 144 \\
+    python scripts/benchmark.py --data ../shared/data/imagenet-sample --images 6 --models 1 2 --crops 144 \\
         --out bench.json
 
-Prints the figures and the ratios, and the start-up (fresh processes: `import torch, torchvision`,
-`--help`, a 1-image 1-crop run), and writes them as JSON (compare two machines or versions).
+Prints, per ensemble size, the models alone at each batch size, the tool's own batch choice
+and steady-state rate, the naive baseline and the ratios against the targets; then the
+start-up (fresh processes: `import torch, torchvision`, `--help`, a 1-image 1-crop run). Writes
+everything as JSON with --out (compare two machines or versions).
 """
 
 from __future__ import annotations
@@ -16,68 +19,96 @@ import sys
 
 import torch
 
-from ensemble_eval.benchmark import random_members, run_benchmark
+from ensemble_eval.benchmark import random_members, run_benchmark, startup
 from ensemble_eval.checkpoints import load_members
-from ensemble_eval.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, build_config
+from ensemble_eval.config import DEFAULT_WORKERS, build_config
 from ensemble_eval.data import list_samples
+
+
+def _batch_size(text: str) -> int | str:
+    return text if text == "auto" else int(text)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="image root (wnid folders) with real images")
-    p.add_argument("--images", type=int, default=8, help="images (sorted order) for the end-to-end and naive runs")
-    p.add_argument("--models", type=int, default=2, help="number of (untrained) GoogLeNets in the ensemble")
-    p.add_argument("--checkpoints", nargs="+", help="use these checkpoint files instead of untrained models")
+    p.add_argument("--images", type=int, default=6, help="images (sorted order) for the tool and the naive runs")
+    p.add_argument("--models", type=int, nargs="+", default=[1, 2], help="ensemble sizes of (untrained) GoogLeNets")
+    p.add_argument("--checkpoints", nargs="+", help="use these checkpoint files (one ensemble) instead")
     p.add_argument("--crops", default="144", help="crop set (1, 10, 144 with the built-in protocol)")
     p.add_argument("--config", help="a YAML crop scheme (configs/)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, help="crops per forward pass (default as ensemble-eval)")
+    p.add_argument("--batch-size", type=_batch_size, default="auto", help="the tool's crops per pass (default auto)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast of the passes")
+    p.add_argument("--compile", action="store_true", help="the tool's members under torch.compile")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement")
     p.add_argument("--naive-repeats", type=int, default=1, help="repeats of the (slow) naive baseline")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up timings (fresh processes)")
-    p.add_argument("--out", help="write the record as JSON here")
+    p.add_argument("--out", help="write the records as JSON here")
     args = p.parse_args()
 
     scheme = build_config(args.config, {"crops": args.crops}).protocol
     device = torch.device(args.device)
     samples = list_samples(args.data)[: args.images]
-    members = load_members(args.checkpoints) if args.checkpoints else random_members(args.models)
-    batch_size = args.batch_size or DEFAULT_BATCH_SIZE[device.type]
-    record = run_benchmark(
-        samples,
-        members,
-        scheme,
-        args.crops,
-        device,
-        batch_size,
-        args.workers,
-        repeats=args.repeats,
-        naive_repeats=args.naive_repeats,
-        measure_startup=not args.no_startup,
-    )
-    m, s, r = record["machine"], record["settings"], record["ratios"]
-    print(f"{m['cpu']} ({m['cpu_cores']} cores, {m['torch_threads']} threads), torch {m['torch']}, {m['device']}")
-    print(f"{s['images']} images x {s['crops_per_image']} crops x {s['models']} models, batch {s['batch_size']}")
-    print(f"matmul ceiling     {record['ceiling_gflops']['fp32']:8.1f} GFLOP/s fp32")
-    print(f"model alone        {record['model']['crops_per_s']:8.1f} crops/s  {record['model']['gflops']:7.1f} GFLOP/s")
-    print(f"ensemble-eval      {record['end_to_end']['crops_per_s']:8.1f} crops/s")
-    print(f"naive per-crop     {record['naive']['crops_per_s']:8.1f} crops/s")
-    if "reference_1crop" in record:
-        print(f"torchvision ref.   {record['reference_1crop']['crops_per_s']:8.1f} crops/s (1 crop)")
-    for name, t in record["targets"].items():
-        print(f"{name:26s} {r[name]:6.2f}  (target >= {t['target']}: {'met' if t['met'] else 'NOT met'})")
-    if "startup" in record:
-        st = record["startup"]
+    ensembles = [load_members(args.checkpoints)] if args.checkpoints else [random_members(n) for n in args.models]
+    runs = []
+    for members in ensembles:
+        record = run_benchmark(
+            samples,
+            members,
+            scheme,
+            args.crops,
+            device,
+            args.batch_size,
+            args.workers,
+            repeats=args.repeats,
+            naive_repeats=args.naive_repeats,
+            precision=args.precision,
+            compile=args.compile,
+        )
+        runs.append(record)
+        _print(record)
+    output = {"runs": runs}
+    if not args.no_startup:
+        output["startup"] = st = startup(samples, ensembles[0], args.repeats)
         print(f"import torch, torchvision {st['import_torch_torchvision_s']:6.2f} s")
         print(f"1-image 1-crop run        {st['one_image_one_crop_run_s']:6.2f} s")
         for name, t in st["targets"].items():
             print(f"{name:26s} {st[name]:6.2f} s (target <= {t['at_most']} s: {'met' if t['met'] else 'NOT met'})")
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump(record, fh, indent=2)
+            json.dump(output, fh, indent=2)
         print(f"wrote {args.out}")
     return 0
+
+
+def _print(record: dict) -> None:
+    m, s, r = record["machine"], record["settings"], record["ratios"]
+    model, tool = record["model"], record["end_to_end"]
+    print(f"{m['cpu']} ({m['cpu_cores']} cores, {m['torch_threads']} threads), torch {m['torch']}, {m['device']}")
+    print(
+        f"{s['images']} images x {s['crops_per_image']} crops x {s['models']} models, {s['precision']}"
+        f"{', compiled' if s['compile'] else ''} (crops/s count crops x models: one member's crops/s)"
+    )
+    print(f"matmul ceiling     {record['ceiling_gflops']['fp32']:8.1f} GFLOP/s fp32")
+    table = "  ".join(f"{b}: {v:.1f}" for b, v in model["batches"].items())
+    print(f"models alone       by batch  {table}")
+    print(f"models alone       {model['crops_per_s']:8.1f} crops/s at their best batch {model['best_batch']}")
+    choice = tool["choice"]
+    chose = "  ".join(f"{b}: {v:.1f}" for b, v in choice["tried"].items())
+    print(f"ensemble-eval      batch {tool['batch_size']} ({choice['source']}{'; timed ' + chose if chose else ''})")
+    print(
+        f"ensemble-eval      {tool['crops_per_s']:8.1f} crops/s steady state ({tool['seconds_per_image']:.3f} s/image)"
+    )
+    print(f"naive per-crop     {record['naive']['crops_per_s']:8.1f} crops/s")
+    if "reference_1crop" in record:
+        print(f"torchvision ref.   {record['reference_1crop']['crops_per_s']:8.1f} crops/s (1 crop)")
+    for name, t in record["targets"].items():
+        print(f"{name:26s} {r[name]:6.2f}  (target >= {t['target']}: {'met' if t['met'] else 'NOT met'})")
+    hours = record["projection"]["full_protocol_hours"]
+    print(f"full protocol (7 x 144 x 50,000 = 50.4 M passes) at this rate: {hours:.2f} h")
+    print()
 
 
 if __name__ == "__main__":

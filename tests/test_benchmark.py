@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import DATA
+import pytest
+from conftest import DATA, HAS_CUDA
 
 ROOT = Path(__file__).parent.parent
 
@@ -40,7 +42,8 @@ def test_benchmark_script_on_a_tiny_setting(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    record = json.loads(out.read_text())
+    output = json.loads(out.read_text())
+    (record,) = output["runs"]
     assert record["settings"]["crops_per_image"] == 1 and record["settings"]["images"] == 2
     assert record["machine"]["cpu_cores"] >= 1 and record["machine"]["device"] == "cpu"
     for part in ("model", "end_to_end", "naive", "reference_1crop"):
@@ -48,13 +51,20 @@ def test_benchmark_script_on_a_tiny_setting(tmp_path):
     assert record["ceiling_gflops"]["fp32"] > 0
     # GoogLeNet at 64 x 64: the flop counter's figure scales with the pixel count (~3.0 GFLOP at 224)
     assert 0.15 < record["model"]["gflop_per_crop"] < 0.4
+    model, tool = record["model"], record["end_to_end"]
+    batches = {int(b): v for b, v in model["batches"].items()}  # every candidate of --batch-size auto
+    assert list(batches) == [4, 8, 16, 32, 64] and model["crops_per_s"] == batches[model["best_batch"]] == max(
+        batches.values()
+    )
+    assert tool["choice"]["source"] == "timed" and tool["batch_size"] == tool["choice"]["batch_size"]
+    assert abs(tool["crops_per_s"] - 1 / tool["seconds_per_image"]) < 1e-6  # 1 crop x 1 model per image
     r = record["ratios"]
-    assert abs(r["e2e_over_model"] - record["end_to_end"]["crops_per_s"] / record["model"]["crops_per_s"]) < 1e-9
-    assert abs(r["e2e_over_naive"] - record["end_to_end"]["crops_per_s"] / record["naive"]["crops_per_s"]) < 1e-9
-    assert abs(r["model_over_ceiling"] - record["model"]["gflops"] / record["ceiling_gflops"]["fp32"]) < 1e-9
+    assert abs(r["e2e_over_model"] - tool["crops_per_s"] / model["crops_per_s"]) < 1e-9
+    assert abs(r["e2e_over_naive"] - tool["crops_per_s"] / record["naive"]["crops_per_s"]) < 1e-9
+    assert abs(r["model_over_ceiling"] - model["gflops"] / record["ceiling_gflops"]["fp32"]) < 1e-9
     assert set(record["targets"]) == {"model_over_ceiling", "e2e_over_reference_1crop"}  # the 1-crop targets
-    assert "model alone" in proc.stdout and "ensemble-eval" in proc.stdout
-    st = record["startup"]  # fresh processes: the import alone, --help, a 1-image 1-crop run
+    assert "models alone" in proc.stdout and "steady state" in proc.stdout
+    st = output["startup"]  # fresh processes: the import alone, --help, a 1-image 1-crop run
     assert 0 < st["help_s"] < st["one_image_one_crop_run_s"] and st["import_torch_torchvision_s"] > 0
     assert abs(st["run_over_import_s"] - (st["one_image_one_crop_run_s"] - st["import_torch_torchvision_s"])) < 1e-9
     assert {k: t["at_most"] for k, t in st["targets"].items()} == {"help_s": 0.3, "run_over_import_s": 1.0}
@@ -77,3 +87,35 @@ def test_protocol_costs_count_views_and_pixels(samples):
     )
     assert [(r["views"], r["images"]) for r in rows] == [(1, 4), (10, 4)]
     assert rows[0]["cost_vs_first"] == 1.0 and abs(rows[1]["crops_224_equivalent"] - 10 * 64**2 / 224**2) < 1e-9
+
+
+def test_precision_agreement_rows(samples, demo_models):
+    import torch
+
+    from ensemble_eval.benchmark import precision_agreement
+    from ensemble_eval.checkpoints import Convention, Member
+    from ensemble_eval.config import build_config
+    from ensemble_eval.models import ArchSpec
+
+    quick = build_config(str(ROOT / "configs" / "quick-72px.yaml"), {}).protocol
+    members = [Member("m", "", ArchSpec("torchvision-googlenet", 1000, False), demo_models[1], Convention())]
+    rows = precision_agreement(samples[:3], members, quick, {"1": 3, "10": 2}, torch.device("cpu"), 16, 0, ("bf16",))
+    assert [(r["precision"], r["crop_set"], r["images"]) for r in rows] == [("bf16", "1", 3), ("bf16", "10", 2)]
+    for r in rows:
+        assert 0 < r["max_abs_diff"] < 0.2  # bf16 moves the probabilities, a little
+        assert 0 <= r["top1_changed"] <= r["images"] and 0 <= r["top5_changed"] <= r["images"]
+        assert set(r["top1_err"]) == {"fp32", "bf16"} and all(0 <= e <= 1 for e in r["top5_err"].values())
+        assert r["seconds"]["fp32"] > 0 and r["seconds"]["bf16"] > 0
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="on a CUDA machine the script runs in full")
+def test_gpu_check_refuses_in_one_line_without_cuda():
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "gpu_check.sh: no CUDA GPU is visible; run it on a CUDA machine"

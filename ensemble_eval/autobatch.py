@@ -1,0 +1,279 @@
+"""`--batch-size auto` (the default): the forward batch chosen by timing, cached per machine.
+
+The best number of crops per forward pass depends on the machine (caches, cores, the GPU)
+and on the members, so it is measured: every candidate size runs the members over the same
+real crops of the run's first images, in interleaved rounds (so a slow spell of a shared
+machine hits every candidate alike), and the fastest rate wins. The choice is cached in
+`<cache dir>/batch-sizes-v1.json`, keyed by the machine (device, thread count, torch
+version), the members' architectures, the view size, precision and memory format, so the
+next run on the same machine starts at once. Delete that file to measure again.
+
+Runs too small for the timing to pay (fewer than `MIN_TIMED_RUN` times the crops the
+timing itself costs) take the device's default. A resumed run keeps the batch size it
+started with: the batch size decides how images are grouped into batches, and so which
+batches are already done. Results do not depend on the choice beyond float rounding: a
+batch of crops computes each crop on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+CANDIDATES = {"cpu": (4, 8, 16, 32, 64), "cuda": (32, 64, 128, 256, 512, 1024)}
+ROUNDS = 2  # interleaved timing rounds; each candidate's best round counts
+MIN_TIMED_RUN = 50  # time only runs with at least this many times the timing's own crop passes
+CACHE_NAME = "batch-sizes-v1.json"
+
+
+@dataclass
+class Choice:
+    """The forward batch of a run and how it was decided (written to summary.json)."""
+
+    batch_size: int
+    source: str  # "given" (--batch-size N), "timed", "cache", "default", "resumed"
+    crops_per_s: float | None = None  # the chosen size's rate: crops x members per second
+    tried: dict[int, float] = field(default_factory=dict)  # batch size -> crops/s (timed or cached)
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tried"] = {str(b): round(r, 1) for b, r in self.tried.items()}
+        d["crops_per_s"] = None if self.crops_per_s is None else round(self.crops_per_s, 1)
+        return d
+
+    def describe(self) -> str:
+        """One line for the log."""
+        rates = ", ".join(f"{b}: {r:.0f}" for b, r in sorted(self.tried.items()))
+        measured = f"; forward passes/s at each size {rates}" if rates else ""
+        return f"batch size {self.batch_size} crops per forward pass ({self.note}{measured})"
+
+
+def machine_key(device: torch.device) -> dict:
+    """What the speed of a batch size depends on, besides the members."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        name = f"{torch.cuda.get_device_name(index)} sm{''.join(map(str, torch.cuda.get_device_capability(index)))}"
+    else:
+        name = _cpu_name()
+    return {"device": f"{device.type}: {name}", "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def cache_key(
+    members, device: torch.device, crop_size: int, uncropped: bool, precision: str, channels_last: bool
+) -> str:
+    """The cache entry's key: the machine, every member's architecture (programs, whose
+    architecture the file does not name, by their hash), the views and the arithmetic."""
+    from .programs import PROGRAM_KINDS
+
+    models = [
+        f"{m.arch.name}:{m.sha256[:16]}" if m.arch.name in PROGRAM_KINDS or m.fmt.startswith("pickle") else m.arch.name
+        for m in members
+    ]
+    key = machine_key(device) | {
+        "members": models,
+        "view": [crop_size, "uncropped" if uncropped else "crops"],
+        "precision": precision,
+        "channels_last": channels_last,
+    }
+    return json.dumps(key, sort_keys=True)
+
+
+def cache_file() -> Path:
+    from .signatures import cache_dir
+
+    return cache_dir() / CACHE_NAME
+
+
+def read_cache() -> dict:
+    """The cache's entries; a missing or damaged file is an empty cache (it is only a cache)."""
+    try:
+        data = json.loads(cache_file().read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cache(key: str, choice: Choice) -> bool:
+    """Add one entry (atomically); False when the cache directory cannot be written."""
+    entries = read_cache()
+    entries[key] = {
+        "batch_size": choice.batch_size,
+        "crops_per_s": choice.crops_per_s,
+        "tried": {str(b): r for b, r in choice.tried.items()},
+        "measured": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        return False
+    return True
+
+
+def cached_choice(key: str) -> Choice | None:
+    entry = read_cache().get(key)
+    try:
+        size = entry["batch_size"]
+        if type(size) is not int or size < 1:
+            return None
+        tried = {int(b): float(r) for b, r in entry.get("tried", {}).items()}
+        rate = entry.get("crops_per_s")
+        rate = float(rate) if isinstance(rate, (int, float)) else None
+        when = entry.get("measured", "?")
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+    return Choice(size, "cache", rate, tried, f"auto: timed on {when}, cached in {cache_file()}")
+
+
+def timing_crops(batch, count: int) -> torch.Tensor | None:
+    """`count` real uint8 crops [count, 3, S, S] from a loader batch (views larger than S x S
+    give their centre S x S), repeated when the batch holds fewer; None when it holds none."""
+    from .data import Views
+
+    crops = batch.crops
+    if isinstance(crops, Views):
+        s = crops.crop_size
+        pieces = []
+        for views, _ in crops.groups:
+            h, w = views.shape[-2:]
+            top, left = (h - s) // 2, (w - s) // 2
+            pieces.append(views[..., top : top + s, left : left + s])
+        flat = torch.cat(pieces) if pieces else None
+    else:
+        flat = crops.reshape(-1, *crops.shape[2:]) if crops.numel() else None
+    if flat is None or not len(flat):
+        return None
+    repeats = math.ceil(count / len(flat))
+    return flat.repeat(repeats, 1, 1, 1)[:count].contiguous()
+
+
+def measure(
+    crops: torch.Tensor,
+    runners,
+    candidates: tuple[int, ...],
+    channels_last: bool,
+    precision: str,
+    rounds: int = ROUNDS,
+) -> dict[int, float]:
+    """Forward passes per second (crops x members, as the progress bar counts them) of every
+    candidate forward batch over the same `crops`.
+
+    Each candidate is warmed up once (cudnn picks its kernels then) and timed once, smallest
+    first; the search stops growing once two sizes in a row fall below 80% of the best rate,
+    or at the first size that runs out of GPU memory (larger ones would too). Then the sizes
+    within 85% of the best run `rounds - 1` more interleaved rounds, each keeping its fastest.
+    """
+    device = crops.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    best: dict[int, float] = {}
+    worse_in_a_row = 0
+    for b in sorted(candidates):
+        try:
+            _rate(crops[:b], runners, b, channels_last, precision, sync)  # warm-up
+            best[b] = _rate(crops, runners, b, channels_last, precision, sync)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            break
+        worse_in_a_row = worse_in_a_row + 1 if best[b] < 0.8 * max(best.values()) else 0
+        if worse_in_a_row == 2:
+            break
+    if not best:
+        return best
+    close = [b for b, r in best.items() if r >= 0.85 * max(best.values())]
+    for _ in range(rounds - 1):
+        for b in close:
+            best[b] = max(best[b], _rate(crops, runners, b, channels_last, precision, sync))
+    return best
+
+
+def _rate(crops, runners, b, channels_last, precision, sync) -> float:
+    from .ensemble import member_logits
+
+    start = time.perf_counter()
+    member_logits(crops[None], runners, b, channels_last, precision)
+    sync()
+    return len(crops) * len(runners) / max(time.perf_counter() - start, 1e-9)
+
+
+def choose(
+    requested: int | str,
+    members,
+    samples,
+    scheme,
+    indices: list[int],
+    device: torch.device,
+    channels_last: bool,
+    precision: str,
+    default: int,
+    recorded: int | None = None,
+    min_timed_run: int | None = None,
+    use_cache: bool = True,
+) -> Choice:
+    """The run's forward batch: `requested` when it is a number; else the size `recorded` by
+    the run being resumed; else the cached, or newly timed, best size; else `default`.
+    `use_cache` False: time afresh and leave the cache alone (the benchmark)."""
+    if requested != "auto":
+        return Choice(int(requested), "given", note="--batch-size")
+    if recorded is not None:
+        return Choice(recorded, "resumed", note="the size this run started with")
+    candidates = CANDIDATES.get(device.type, CANDIDATES["cpu"])
+    key = cache_key(members, device, scheme.crop_size, scheme.uncropped(indices), precision, channels_last)
+    found = cached_choice(key) if use_cache else None
+    if found is not None:
+        return found
+    count = max(candidates)
+    timing_cost = count * len(candidates) * ROUNDS
+    min_timed_run = MIN_TIMED_RUN if min_timed_run is None else min_timed_run
+    if len(samples) * len(indices) < min_timed_run * timing_cost:
+        return Choice(default, "default", note="auto: the default, the run is too small for timing to pay off")
+    crops = _first_crops(samples, scheme, indices, count)
+    if crops is None:
+        return Choice(default, "default", note="auto: the default, the first images could not be decoded for timing")
+    from .ensemble import place_members, prepare_device
+
+    prepare_device(device, not scheme.uncropped(indices))
+    runners = place_members(members, device, channels_last)
+    rates = measure(crops.to(device), runners, candidates, channels_last, precision)
+    if not rates:
+        return Choice(default, "default", note=f"auto: the default, even {min(candidates)} crops ran out of GPU memory")
+    size = max(rates, key=rates.get)
+    where = cache_file()
+    choice = Choice(size, "timed", rates[size], rates, f"auto: timed on the first {count} crops")
+    if use_cache and write_cache(key, choice):
+        choice.note += f", cached in {where}"
+    elif use_cache:
+        print(f"ensemble-eval: cannot write the batch-size cache {where}; the next run times again", file=sys.stderr)
+    return choice
+
+
+def _first_crops(samples, scheme, indices: list[int], count: int) -> torch.Tensor | None:
+    """`count` crops of the first images (two spare ones for undecodable images), as the run extracts them."""
+    from .data import crop_loader
+
+    need = max(1, math.ceil(count / len(indices)))
+    positions = list(range(min(len(samples), need + 2)))
+    loader = crop_loader(samples, scheme, indices, [positions], workers=0)
+    batch = next(iter(loader))
+    return timing_crops(batch, count)
