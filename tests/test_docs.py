@@ -59,7 +59,8 @@ def _subcommand(words: list[str]) -> str:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_every_flag_in_the_docs_exists(page):
     text = page.read_text()
-    known = set().union(*PARSERS.values(), _script_flags("make_demo_checkpoints.py"), _script_flags("benchmark.py"))
+    scripts = [_script_flags(path.name) for path in sorted((ROOT / "scripts").glob("*.py"))]
+    known = set().union(*PARSERS.values(), *scripts)
     unknown = sorted(set(FLAG.findall(text)) - known - OTHER_TOOLS - NOT_FLAGS)
     assert not unknown, f"{page.name} names flags no parser has: {unknown}"
     for line in _commands(text):
