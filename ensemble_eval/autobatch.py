@@ -61,7 +61,8 @@ def machine_key(device: torch.device) -> dict:
     """What the speed of a batch size depends on, besides the members."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        name = f"{torch.cuda.get_device_name(index)} sm{''.join(map(str, torch.cuda.get_device_capability(index)))}"
+        capability = "".join(map(str, torch.cuda.get_device_capability(index)))
+        name = f"{torch.cuda.get_device_name(index)} sm{capability} cudnn {torch.backends.cudnn.version()}"
     else:
         name = _cpu_name()
     return {"device": f"{device.type}: {name}", "threads": torch.get_num_threads(), "torch": torch.__version__}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, QUICK, save_checkpoint
+from conftest import DATA, DEVICES, QUICK, SMALL, save_checkpoint
 from test_scale import _kill_after
 
 from ensemble_eval import autobatch
@@ -165,3 +165,36 @@ def test_compile_gives_the_same_predictions(tmp_path, mixed_models, capsys):
     assert np.array_equal(eager["top5"], compiled["top5"])
     np.testing.assert_allclose(eager["probs"], compiled["probs"], atol=1e-5)
     assert eager["probs"].max() > 0.1  # input-sensitive: far from the uniform 0.001
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_choose_times_every_candidate_on_the_device(device, samples, demo_models, monkeypatch):
+    """The timing itself, on each device (CUDA: synchronised timings, cudnn.benchmark, memory limits)."""
+    import copy
+
+    import torch
+
+    monkeypatch.setitem(autobatch.CANDIDATES, "cpu", (4, 8, 16))  # CUDA keeps its real sizes
+    from ensemble_eval.checkpoints import Convention, Member
+    from ensemble_eval.models import ArchSpec
+
+    model = copy.deepcopy(demo_models[1])  # the session's model stays on the CPU
+    members = [Member("m", "", ArchSpec("torchvision-googlenet", 1000, False), model, Convention())]
+    dev = torch.device(device)
+    choice = autobatch.choose(
+        "auto",
+        members,
+        samples,
+        SMALL,
+        SMALL.set_indices("10"),
+        dev,
+        True,
+        "fp32",
+        16,
+        min_timed_run=0,
+        use_cache=False,
+    )
+    candidates = autobatch.CANDIDATES[dev.type]
+    assert choice.source == "timed" and choice.batch_size in choice.tried and set(choice.tried) <= set(candidates)
+    assert choice.crops_per_s == max(choice.tried.values()) > 0 and len(choice.tried) >= 2
+    assert "cached" not in choice.note  # use_cache=False leaves the cache alone
