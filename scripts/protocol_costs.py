@@ -43,7 +43,11 @@ def main() -> int:
     p.add_argument("--images", type=int, default=8, help="images (sorted order) per costly measurement")
     p.add_argument("--checkpoints", nargs="+", help="members (default: one untrained GoogLeNet)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, help="crops per forward pass (default as ensemble-eval)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="crops per forward pass, one size for every preset (default 16 on CPU, 288 on CUDA)",
+    )
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     p.add_argument("--out", help="write the rows as JSON here")
     args = p.parse_args()
