@@ -64,18 +64,19 @@ def machine_key(device: torch.device) -> dict:
         capability = "".join(map(str, torch.cuda.get_device_capability(index)))
         name = f"{torch.cuda.get_device_name(index)} sm{capability} cudnn {torch.backends.cudnn.version()}"
     else:
-        name = _cpu_name()
+        name = f"{cpu_model()} x{os.cpu_count()}"
     return {"device": f"{device.type}: {name}", "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
-def _cpu_name() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
+    return platform.processor() or platform.machine() or "?"
 
 
 def cache_key(

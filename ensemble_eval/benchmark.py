@@ -107,28 +107,6 @@ def model_batches(
     }
 
 
-def steady_state(
-    samples,
-    members,
-    scheme: CropScheme,
-    crop_set: str,
-    device,
-    batch_size: int,
-    workers: int,
-    channels_last: bool,
-    repeats: int,
-    precision: str = "fp32",
-    compile: bool = False,
-) -> dict:
-    """The tool's evaluation loop in steady state: seconds per image from two run lengths
-    (per_image_seconds: start-up cancels), as crops/s (crops x members)."""
-    secs = per_image_seconds(
-        samples, members, scheme, crop_set, device, batch_size, workers, channels_last, repeats, precision, compile
-    )
-    per_image = len(scheme.set_indices(crop_set)) * len(members)
-    return {"seconds_per_image": secs, "crops_per_s": per_image / secs}
-
-
 def view_pixels(samples, scheme: CropScheme, crop_set: str, unit: int = 224) -> float:
     """Mean pixels per image that crop set `crop_set` feeds each member, in `unit` x `unit` crops."""
     from PIL import Image
@@ -336,16 +314,10 @@ def startup(samples, members, repeats: int) -> dict:
 
 
 def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from .autobatch import cpu_model
+
     info = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -402,7 +374,7 @@ def run_benchmark(
         min_timed_run=0,
         use_cache=False,
     )
-    tool = steady_state(
+    secs = per_image_seconds(  # steady state: the difference of two run lengths, start-up cancels
         samples,
         members,
         scheme,
@@ -415,6 +387,7 @@ def run_benchmark(
         precision,
         compile,
     )
+    tool = {"seconds_per_image": secs, "crops_per_s": len(indices) * len(members) / secs}
     naive_rate = naive(samples, members, scheme, crop_set, device, naive_repeats)
     record = {
         "machine": machine_info(device),
