@@ -28,10 +28,14 @@ from pathlib import Path
 
 import torch
 
+from .fileio import FileTooLarge, NotRegularFile, read_regular_file, write_json
+
 CANDIDATES = {"cpu": (4, 8, 16, 32, 64), "cuda": (32, 64, 128, 256, 512, 1024)}
 ROUNDS = 2  # interleaved timing rounds; each candidate's best round counts
 MIN_TIMED_RUN = 50  # time only runs with at least this many times the timing's own crop passes
 CACHE_NAME = "batch-sizes-v1.json"
+MAX_CACHE_BYTES = 4 * 1024 * 1024  # thousands of entries; a larger file is ignored, then rewritten
+_warned: set[str] = set()
 
 
 @dataclass
@@ -105,17 +109,39 @@ def cache_file() -> Path:
     return cache_dir() / CACHE_NAME
 
 
+def _warn_once(text: str) -> None:
+    if text not in _warned:
+        _warned.add(text)
+        print(f"ensemble-eval: warning: {text}", file=sys.stderr)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not strict JSON")
+
+
 def read_cache() -> dict:
-    """The cache's entries; a missing or damaged file is an empty cache (it is only a cache)."""
+    """The cache's entries; a missing or damaged file is an empty cache (it is only a cache).
+
+    Only a regular file of at most MAX_CACHE_BYTES is read: a FIFO at the path would hang the
+    reader, a directory or device has no JSON in it; those are an empty cache too, with one
+    warning line (the next write replaces a FIFO or an oversized file)."""
+    path = cache_file()
     try:
-        data = json.loads(cache_file().read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        raw = read_regular_file(path, MAX_CACHE_BYTES)
+    except (NotRegularFile, FileTooLarge) as exc:
+        _warn_once(f"ignoring the batch-size cache: {exc}; batch sizes are timed again")
+        return {}
+    except OSError:  # missing, or a directory above it is not one
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def write_cache(key: str, choice: Choice) -> bool:
-    """Add one entry (atomically); False when the cache directory cannot be written."""
+    """Add one entry (atomically, strict JSON); False when the cache directory cannot be written."""
     entries = read_cache()
     entries[key] = {
         "batch_size": choice.batch_size,
@@ -126,27 +152,45 @@ def write_cache(key: str, choice: Choice) -> bool:
     path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except OSError:
+        write_json(path, entries, indent=1, sort_keys=True)
+    except (OSError, ValueError):
         return False
     return True
 
 
-def cached_choice(key: str) -> Choice | None:
+def _rate_ok(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and value > 0
+
+
+def cached_choice(key: str, candidates: tuple[int, ...]) -> Choice | None:
+    """The cached choice for `key`, or None (time again) unless every field of the entry is
+    sound: a batch size within the range of the device's `candidates`, the rates finite and
+    positive, the sizes timed within that range too. An entry edited by hand, damaged, or
+    written for other candidates is not trusted: one loader batch of a billion crops would
+    hold the whole data set."""
     entry = read_cache().get(key)
-    try:
-        size = entry["batch_size"]
-        if type(size) is not int or size < 1:
-            return None
-        tried = {int(b): float(r) for b, r in entry.get("tried", {}).items()}
-        rate = entry.get("crops_per_s")
-        rate = float(rate) if isinstance(rate, (int, float)) else None
-        when = entry.get("measured", "?")
-    except (TypeError, KeyError, ValueError, AttributeError):
+    low, high = min(candidates), max(candidates)
+    if not isinstance(entry, dict):
         return None
-    return Choice(size, "cache", rate, tried, f"auto: timed on {when}, cached in {cache_file()}")
+    size, rate, tried, when = (entry.get(k) for k in ("batch_size", "crops_per_s", "tried", "measured"))
+    tried = {} if tried is None else tried
+    when = "?" if when is None else when
+    if (
+        type(size) is not int
+        or not low <= size <= high
+        or not (rate is None or _rate_ok(rate))
+        or not isinstance(tried, dict)
+        or len(tried) > 4 * len(candidates)
+        or not all(
+            isinstance(b, str) and b.isdigit() and len(b) <= 6 and low <= int(b) <= high and _rate_ok(r)
+            for b, r in tried.items()
+        )
+        or not (isinstance(when, str) and 0 < len(when) <= 40)
+    ):
+        return None
+    rates = {int(b): float(r) for b, r in tried.items()}
+    rate = None if rate is None else float(rate)
+    return Choice(size, "cache", rate, rates, f"auto: timed on {when}, cached in {cache_file()}")
 
 
 def timing_crops(batch, count: int) -> torch.Tensor | None:
@@ -242,7 +286,7 @@ def choose(
         return Choice(recorded, "resumed", note="the size this run started with")
     candidates = CANDIDATES.get(device.type, CANDIDATES["cpu"])
     key = cache_key(members, device, scheme.crop_size, scheme.uncropped(indices), precision, channels_last)
-    found = cached_choice(key) if use_cache else None
+    found = cached_choice(key, candidates) if use_cache else None
     if found is not None:
         return found
     count = max(candidates)

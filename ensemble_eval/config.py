@@ -15,10 +15,28 @@ from pathlib import Path
 from typing import Any
 
 from .crops import CropScheme, SchemeError
-from .errors import UserError, short_repr
+from .errors import UserError, first_line, short_repr
+from .fileio import read_text
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
 
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 288}  # crops per forward pass, where auto does not time
-DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
+DEFAULT_WORKERS = min(8, usable_cpus())
+WORKERS_PER_CPU = 4  # loader processes per usable CPU, at most (each holds its own decoding pipeline)
+MAX_WORKERS = 64  # loader processes, on any machine
+# A --config file: its size (the presets are under 2 KB; the pure-Python YAML parser takes
+# seconds per 100 KB), its nesting depth and its node count with aliases expanded (a
+# "billion laughs" alias bomb is a few hundred bytes).
+MAX_CONFIG_BYTES = 128 * 1024
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 100_000
 DEVICES = ("auto", "cpu", "cuda")
 MERGES = ("mean-prob", "mean-logit", "geo-mean", "max-crop")  # see merge.py; the first is the paper's
 
@@ -98,8 +116,7 @@ class RunConfig:
             raise ConfigError(
                 f"{_option('save_interval')} must be a positive number of seconds, got {short_repr(value)}"
             )
-        if type(self.workers) is not int or self.workers < 0:
-            raise ConfigError(f"{_option('workers')} must be an integer >= 0, got {short_repr(self.workers)}")
+        check_workers(self.workers)
         if type(self.seed) is not int or self.seed < 0:
             raise ConfigError(f"{_option('seed')} must be an integer >= 0, got {short_repr(self.seed)}")
         if self.merge not in MERGES:
@@ -131,6 +148,26 @@ class RunConfig:
 FIELD_NAMES = {f.name for f in dataclasses.fields(RunConfig)}
 
 
+def max_workers() -> int:
+    """The most loader processes a run may start: WORKERS_PER_CPU per usable CPU, at most MAX_WORKERS."""
+    return min(MAX_WORKERS, WORKERS_PER_CPU * usable_cpus())
+
+
+def check_workers(workers: object) -> int:
+    """`workers` when it is an integer from 0 to max_workers(); ConfigError otherwise."""
+    if type(workers) is not int or workers < 0:
+        raise ConfigError(f"{_option('workers')} must be an integer >= 0, got {short_repr(workers)}")
+    cap = max_workers()
+    if workers > cap:
+        cpus = usable_cpus()
+        raise ConfigError(
+            f"{_option('workers')} {short_repr(workers)} is more than the {cap} allowed on this machine "
+            f"({WORKERS_PER_CPU} per usable CPU, {cpus} usable, never above {MAX_WORKERS}; each worker is a "
+            f"process of its own); give --workers {cap} or fewer (the default here is {min(8, cpus)})"
+        )
+    return workers
+
+
 def default_batch_size(device_type: str) -> int:
     """Crops per forward pass where `--batch-size auto` does not time (small runs, validate)."""
     return DEFAULT_BATCH_SIZE.get(device_type, DEFAULT_BATCH_SIZE["cpu"])
@@ -143,20 +180,96 @@ def _option(name: str) -> str:
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    import yaml
-
+    """The mapping of a --config file (see load_yaml_file); anything else is one ConfigError."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist; pass --config FILE.yaml (see configs/)")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"config file {p} is not valid YAML{at}; fix the syntax") from exc
+    data = load_yaml_file(p, "config file", MAX_CONFIG_BYTES, "pass --config FILE.yaml (see configs/)") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of option: value, got {type(data).__name__}")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def load_yaml_file(path: Path, what: str, max_bytes: int, fix: str) -> Any:
+    """The YAML document of a small file (a --config, a checkpoint's sidecar): a regular file (a
+    FIFO would hang the reader) of at most `max_bytes` of UTF-8, nested at most MAX_YAML_DEPTH
+    deep, of at most MAX_YAML_NODES nodes with its aliases expanded; anything else is one
+    ConfigError naming `what` and `fix`."""
+    text = read_text(path, max_bytes, what, fix, ConfigError)
+    return _parse_yaml(text, f"{what} {path}")
+
+
+class _YamlTooBig(Exception):
+    """Raised inside the YAML loader: nested too deep, too many nodes, or an alias cycle."""
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent, index):
+            self.depth += 1
+            try:
+                if self.depth > MAX_YAML_DEPTH:
+                    line = self.peek_event().start_mark.line + 1
+                    raise _YamlTooBig(f"nests deeper than {MAX_YAML_DEPTH} levels (line {line})")
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    loader = None
+    try:
+        loader = Loader(text)  # reads the whole text: a NUL or other control character is a ReaderError here
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node)
+        return loader.construct_document(node)
+    except _YamlTooBig as exc:
+        raise ConfigError(f"{where} {exc}; it should be a small mapping of options") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"{where} is not valid YAML{at}; fix the syntax") from None
+    except (RecursionError, MemoryError, ValueError) as exc:  # e.g. an integer of more than 4300 digits
+        reason = first_line(exc).split(";")[0]
+        raise ConfigError(f"{where} cannot be read as YAML ({reason}); fix the file") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_expanded_size(root) -> None:
+    """_YamlTooBig when the node graph, each alias expanded where it is used, has more than
+    MAX_YAML_NODES nodes, or refers to itself (`&a [*a]`). Iterative and memoized: linear in
+    the nodes as written, whatever the expansion."""
+    import yaml
+
+    def children(node) -> list:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            open_nodes.discard(id(node))
+            size[id(node)] = min(1 + sum(size[id(c)] for c in children(node)), MAX_YAML_NODES + 1)
+            if size[id(node)] > MAX_YAML_NODES:
+                raise _YamlTooBig(
+                    f"expands to more than {MAX_YAML_NODES:,} values (its aliases repeat nodes many times over)"
+                )
+            continue
+        if id(node) in size:
+            continue
+        if id(node) in open_nodes:
+            raise _YamlTooBig(f"holds an alias that refers to itself (line {node.start_mark.line + 1})")
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node) if id(c) not in size)
 
 
 def build_config(yaml_path: str | None, overrides: dict[str, Any]) -> RunConfig:
@@ -167,7 +280,7 @@ def build_config(yaml_path: str | None, overrides: dict[str, Any]) -> RunConfig:
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - FIELD_NAMES)
     if unknown:
-        raise ConfigError(f"unknown config option(s) {unknown}; known options: {sorted(FIELD_NAMES)}")
+        raise ConfigError(f"unknown config option(s) {short_repr(unknown)}; known options: {sorted(FIELD_NAMES)}")
     protocol = values.pop("protocol", None)
     try:
         scheme = CropScheme() if protocol is None else CropScheme.from_dict(protocol)

@@ -37,6 +37,17 @@ FLIPS = ("none", "mirror")
 AXES = ("scales", "regions", "crops", "flips")
 _CELL = re.compile(r"r(\d+)c(\d+)")
 
+# Bounds of a scheme, checked when it is built and before anything in proportion to the
+# requested size is made (docs/protocol.md, "Limits"). The presets use 5 to 150 views per
+# image and at most 13 M pixels of views (Inception's 144 crops of 299).
+MIN_SIZE = 8  # crop_size and scales: torchvision's antialiased uint8 resize fails on a 1-pixel side
+MAX_SIZE = 4096  # crop_size and scales: a 4:3 image at 4096 is 22 M pixels, within data.MAX_RESIZED_PIXELS
+MAX_VIEWS = 1024  # views per image
+MAX_GRID = 32  # N of `crops: {grid: N}` (32 x 32 = 1024 cells)
+MAX_PIXELS = 64 * 1024 * 1024  # per image: resized images (s x s each) + views (144 crops of 600 px fit)
+MAX_CROP_SETS = 64
+MAX_SET_NAME = 64  # characters of a crop set's name (tables and messages show it)
+
 
 class SchemeError(UserError):
     """A crop scheme (from YAML or code) that cannot be used."""
@@ -45,6 +56,29 @@ class SchemeError(UserError):
 def _center_offset(total: int, size: int) -> int:
     # The same expression torchvision's center_crop uses (Python's round: half to even).
     return int(round((total - size) / 2.0))
+
+
+def _shown(value: object) -> str:
+    # short_repr, but an integer too long for str() (Python's 4300-digit limit) by its size
+    if type(value) is int and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    return short_repr(value)
+
+
+def _check_grid(n: object) -> None:
+    """Before any cell name is made: N of an N x N grid, 0 (no grid) to MAX_GRID."""
+    if type(n) is not int or not 0 <= n <= MAX_GRID:
+        raise SchemeError(
+            f"grid: {_shown(n)} is not an N from 1 to {MAX_GRID} (an N x N grid has N^2 cells per region, "
+            f"and an image may have at most {MAX_VIEWS:,} views); use a coarser grid"
+        )
+
+
+def _check_size(key: str, value: object) -> None:
+    if type(value) is not int or not MIN_SIZE <= value <= MAX_SIZE:
+        raise SchemeError(
+            f"{key}: {_shown(value)} is not a size from {MIN_SIZE} to {MAX_SIZE} pixels; give {key} within those bounds"
+        )
 
 
 def grid_cells(n: int) -> tuple[str, ...]:
@@ -128,44 +162,83 @@ class CropScheme:
     grid: int = 0  # N of the N x N grid cells among `crops` (0: no grid)
 
     def __post_init__(self) -> None:
-        if not self.scales or any(type(s) is not int or s <= 0 for s in self.scales):
-            raise SchemeError(f"scales must be positive integers, got {list(self.scales)}")
-        if type(self.crop_size) is not int or self.crop_size <= 0:
-            raise SchemeError(f"crop_size must be a positive integer, got {self.crop_size!r}")
-        if type(self.grid) is not int or self.grid < 0:
-            raise SchemeError(f"grid must be a positive integer (N of an N x N grid), got {self.grid!r}")
+        # Sizes first, so nothing in proportion to a hostile request (a grid's cell names, the
+        # views, the crop sets) is made before it is refused.
+        for axis in AXES:
+            if len(getattr(self, axis)) > MAX_VIEWS:
+                raise SchemeError(
+                    f"{axis}: {len(getattr(self, axis)):,} values, more than the {MAX_VIEWS:,} views an image may have"
+                )
+        _check_grid(self.grid)
+        _check_size("crop_size", self.crop_size)
+        if not self.scales:
+            raise SchemeError("scales must list at least one size, like [256]")
+        for s in self.scales:
+            _check_size("scales", s)
+        views = self.num_crops
+        if views > MAX_VIEWS:
+            raise SchemeError(
+                f"the scheme has {len(self.scales)} scales x {len(self.regions)} regions x {len(self.crops)} crops x "
+                f"{len(self.flips)} flips = {views:,} views per image, more than the {MAX_VIEWS:,} allowed; "
+                "use fewer scales, regions, crops or flips"
+            )
         sized = [c for c in self.crops if c != UNCROPPED]
         if sized and min(self.scales) < self.crop_size:
             raise SchemeError(f"every scale must be >= crop_size ({self.crop_size}), got scales {list(self.scales)}")
-        crops_allowed = [*CROPS, UNCROPPED, *grid_cells(self.grid)]
+        crops_allowed = {*CROPS, UNCROPPED, *grid_cells(self.grid)}
         for name, allowed, values in (
-            ("regions", REGIONS, self.regions),
+            ("regions", set(REGIONS), self.regions),
             ("crops", crops_allowed, self.crops),
-            ("flips", FLIPS, self.flips),
+            ("flips", set(FLIPS), self.flips),
         ):
-            bad = [v for v in values if v not in allowed]
+            bad = [v for v in values if type(v) is not str or v not in allowed]
             if not values or bad or len(set(values)) != len(values):
                 shown = [*CROPS, UNCROPPED, "r<i>c<j> with grid: N"] if name == "crops" else list(allowed)
-                raise SchemeError(f"{name} must be distinct values from {shown}, got {list(values)}")
+                raise SchemeError(f"{name} must be distinct values from {shown}, got {short_repr(list(values))}")
         if len(set(self.scales)) != len(self.scales):
-            raise SchemeError(f"scales must be distinct, got {list(self.scales)}")
+            raise SchemeError(f"scales must be distinct, got {short_repr(list(self.scales))}")
+        pixels = self.pixels_per_image()
+        if pixels > MAX_PIXELS:
+            raise SchemeError(
+                f"the scheme makes {pixels:,} pixels per image (its resized images and its {views} views), more "
+                f"than the {MAX_PIXELS:,} allowed; use fewer or smaller views or scales"
+            )
         if not self.crop_sets:
             raise SchemeError("a crop scheme needs at least one crop set")
+        if len(self.crop_sets) > MAX_CROP_SETS:
+            raise SchemeError(
+                f"crop_sets: {len(self.crop_sets):,} sets, more than the {MAX_CROP_SETS} allowed; name fewer sets"
+            )
         normalized = {}
         for set_name, selection in self.crop_sets.items():
+            if type(set_name) is not str or not 0 < len(set_name) <= MAX_SET_NAME:
+                raise SchemeError(
+                    f"crop set name {short_repr(set_name)} must be a string of 1 to {MAX_SET_NAME} characters"
+                )
             selection = _normalize_selection(set_name, selection)
             unknown = set(selection) - set(AXES)
             if unknown:
-                raise SchemeError(f"crop set {set_name!r}: unknown keys {sorted(unknown)}; expected some of {AXES}")
+                raise SchemeError(
+                    f"crop set {set_name!r}: unknown keys {short_repr(sorted(map(str, unknown)))}; "
+                    f"expected some of {AXES}"
+                )
             for axis, values in selection.items():
                 extra = [v for v in values if v not in getattr(self, axis)]
                 if extra or not values:
                     raise SchemeError(
-                        f"crop set {set_name!r}: {axis} {list(values)} must be a non-empty subset of "
-                        f"{list(getattr(self, axis))}"
+                        f"crop set {set_name!r}: {axis} {short_repr(list(values))} must be a non-empty subset of "
+                        f"{short_repr(list(getattr(self, axis)))}"
                     )
             normalized[set_name] = {a: tuple(v) for a, v in selection.items()}
         object.__setattr__(self, "crop_sets", normalized)
+
+    def pixels_per_image(self) -> int:
+        """Pixels one image costs: its resized images, counted s x s (the least an image gives),
+        plus its views, crop_size^2 each (an uncropped view counted s x s as well)."""
+        per_flip = len(self.regions) * len(self.flips)
+        sized = sum(c != UNCROPPED for c in self.crops) * self.crop_size**2 * len(self.scales)
+        uncropped = sum(s * s for s in self.scales) if UNCROPPED in self.crops else 0
+        return sum(s * s for s in self.scales) + (sized + uncropped) * per_flip
 
     @property
     def num_crops(self) -> int:
@@ -178,7 +251,7 @@ class CropScheme:
     def set_indices(self, name: str) -> list[int]:
         """Positions (in canonical order) of the views that make up crop set `name`."""
         if name not in self.crop_sets:
-            raise SchemeError(f"unknown crop set {name!r}; this scheme defines {list(self.crop_sets)}")
+            raise SchemeError(f"unknown crop set {short_repr(name)}; this scheme defines {list(self.crop_sets)}")
         sel = self.crop_sets[name]
         return [
             i
@@ -219,7 +292,9 @@ class CropScheme:
         known = {"scales", "crop_size", "regions", "squares", "crops", "grid", "flips", "crop_sets"}
         unknown = set(data) - known
         if unknown:
-            raise SchemeError(f"unknown protocol keys {sorted(unknown)}; expected some of {sorted(known)}")
+            raise SchemeError(
+                f"unknown protocol keys {short_repr(sorted(map(str, unknown)))}; expected some of {sorted(known)}"
+            )
         if "regions" in data and "squares" in data:
             raise SchemeError("give regions or squares (the old name), not both")
         kwargs: dict = {}
@@ -232,6 +307,7 @@ class CropScheme:
         if isinstance(crops, dict):
             if set(crops) != {"grid"} or type(crops["grid"]) is not int or crops["grid"] <= 0:
                 raise SchemeError(f"crops as a mapping must be {{grid: N}} with N >= 1, got {short_repr(crops)}")
+            _check_grid(crops["grid"])  # before its N^2 cell names are made
             if kwargs.get("grid", crops["grid"]) != crops["grid"]:
                 raise SchemeError(f"grid: {kwargs['grid']} contradicts crops: {{grid: {crops['grid']}}}")
             kwargs["grid"] = crops["grid"]
@@ -245,15 +321,20 @@ class CropScheme:
             sets = data["crop_sets"]
             if not isinstance(sets, dict):
                 raise SchemeError(f"crop_sets must be a mapping of name -> selection, got {short_repr(sets)}")
+            if len(sets) > MAX_CROP_SETS:
+                raise SchemeError(
+                    f"crop_sets: {len(sets):,} sets, more than the {MAX_CROP_SETS} allowed; name fewer sets"
+                )
             parsed = {}
             for name, selection in sets.items():
                 selection = selection or {}
                 if not isinstance(selection, dict):
                     raise SchemeError(
-                        f"crop set {name!r} must be a mapping like {{scales: [256]}}, got {short_repr(selection)}"
+                        f"crop set {short_repr(name)} must be a mapping like {{scales: [256]}}, "
+                        f"got {short_repr(selection)}"
                     )
                 parsed[str(name)] = {
-                    str(a): _as_tuple(v, f"crop set {name!r} {a}", int if a == "scales" else str)
+                    str(a): _as_tuple(v, f"crop set {short_repr(name)} {str(a)[:60]}", int if a == "scales" else str)
                     for a, v in selection.items()
                 }
             kwargs["crop_sets"] = parsed

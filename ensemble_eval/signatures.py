@@ -19,13 +19,15 @@ import json
 import logging
 import math
 import os
-import tempfile
+import sys
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+from .fileio import FileTooLarge, NotRegularFile, read_regular_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ VARIANTS = {"inception_v3": (("", {"aux_logits": True}), ("-no-aux", {"aux_logit
 NO_INIT = {"googlenet", "inception_v3"}  # builders that take init_weights (skips a slow scipy init)
 AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 SIZE_KEYS = ("encoder.pos_embedding",)  # torchvision ViTs: its length follows the image size
+MAX_CACHE_BYTES = 64 * 1024 * 1024  # the cache is 1.4 MB for torchvision 0.29's 80 builders
 
 
 def vit_image_size(state: dict[str, torch.Tensor]) -> int | None:
@@ -129,25 +132,65 @@ def _make_signatures() -> list[dict]:
     return rows
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not strict JSON")
+
+
+def _sound(rows: object) -> bool:
+    """Whether cached rows have the shape _make_signatures gives them (a damaged or edited
+    cache is made again, never half-used): known builders with their known variants' kwargs,
+    shapes of non-negative integers, class dimensions within those shapes."""
+    if not isinstance(rows, list) or not rows:
+        return False
+    known = set(builder_names())
+    for r in rows:
+        if not isinstance(r, dict) or set(r) != {"builder", "kwargs", "shapes", "class_dims"}:
+            return False
+        builder, kwargs, shapes, dims = r["builder"], r["kwargs"], r["shapes"], r["class_dims"]
+        if builder not in known or kwargs not in [k for _, k in VARIANTS.get(builder, (("", {}),))]:
+            return False
+        if not isinstance(shapes, dict) or not all(
+            isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape) for shape in shapes.values()
+        ):
+            return False
+        if not isinstance(dims, dict) or not all(
+            k in shapes and type(d) is int and 0 <= d < len(shapes[k]) for k, d in dims.items()
+        ):
+            return False
+    return True
+
+
+def _read_cache(path: Path) -> list | None:
+    """The cached rows, or None (make them again): only a regular file of at most
+    MAX_CACHE_BYTES is read (a FIFO at the path would hang the reader; one warning line),
+    strict JSON of this FORMAT_VERSION whose rows are sound."""
+    try:
+        raw = read_regular_file(path, MAX_CACHE_BYTES)
+    except (NotRegularFile, FileTooLarge) as exc:
+        print(f"ensemble-eval: warning: ignoring the signature cache: {exc}; making it again", file=sys.stderr)
+        return None
+    except OSError:  # missing (the first run), or unreadable
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION or not _sound(data.get("signatures")):
+        return None
+    return data["signatures"]
+
+
 @lru_cache(maxsize=1)
 def signatures() -> tuple[Signature, ...]:
     """Every builder's signature, from the cache file (made and written on first use)."""
     path = _cache_file()
-    rows = None
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format") == FORMAT_VERSION:
-            rows = data["signatures"]
-    except (OSError, ValueError, KeyError, AttributeError):
-        rows = None
+    rows = _read_cache(path)
     if rows is None:
         log.info("making architecture signatures of the torchvision builders (once): %s", path)
         rows = _make_signatures()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
-                json.dump({"format": FORMAT_VERSION, "signatures": rows}, fh)
-            os.replace(fh.name, path)
+            write_json(path, {"format": FORMAT_VERSION, "signatures": rows}, indent=None)  # atomic, strict JSON
         except OSError as exc:  # a read-only home: keep them in memory for this process
             log.debug("cannot cache signatures at %s: %s", path, exc)
     return tuple(

@@ -56,6 +56,21 @@ def set_sums(crops, runners, set_positions, chunk_size, channels_last=True, prec
     return torch.stack([probs[:, :, list(pos)].sum(dim=2) for pos in set_positions], dim=2)
 
 
+@pytest.fixture
+def deadline():
+    """Fail, never hang: a test that blocks (a FIFO read) is interrupted after 30 seconds."""
+    import signal
+
+    def expired(signum, frame):
+        raise TimeoutError("blocked for 30 s: a FIFO was read?")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.fixture(scope="session")
 def samples():
     return list_samples(DATA)
