@@ -2,16 +2,22 @@
 
 No architecture is rebuilt: the file's own program is the network, whatever it holds.
 
+Unless ``--trust-checkpoints``, every archive is checked before torch reads it
+(opcheck.check_program_archive): every operator, builtin and type its code or graph names must
+be on a fixed allow-list of pure tensor operators (no file, memory-mapping, process, network,
+printing or custom-namespace operator), a TorchScript ``__setstate__`` (run inside
+``torch.jit.load``) may only assign its state, and the pickles may name only the globals
+TorchScript's own pickler writes. Then:
+
 - TorchScript (``torch.jit.save``): ``torch.jit.load`` compiles the archive's TorchScript code
   (no Python runs) and reads its tensors with TorchScript's own restricted unpickler.
 - torch.export (``torch.export.save``): a graph of ATen operators. ``torch.export.load`` would
-  fall back to full unpickling for some payloads, so the archive is checked first (unless
-  ``--trust-checkpoints``): every weight and constant must be a plain tensor payload, every
-  ``.pt`` inside must load with ``weights_only=True``, and AOTInductor (compiled native code)
-  is refused.
+  fall back to full unpickling for some payloads, so the archive is also checked for that
+  (check_pt2_archive): every weight and constant must be a plain tensor payload, every ``.pt``
+  inside must load with ``weights_only=True``, and AOTInductor (compiled native code) is
+  refused.
 
-Either program may call any operator registered with torch, file-reading ones included: the
-loading is safe from pickle code, the running is only as safe as the program's operators.
+What the check cannot bound: the compute and memory a program spends and the numbers it returns.
 
 The input convention (mean, std, ...) comes from the sidecar. Programs exported with a static
 batch size run in pieces of that size (the last one padded, the padding's outputs dropped);
@@ -29,6 +35,7 @@ import torch
 from torch import nn
 
 from .errors import UserError, first_line
+from .opcheck import check_program_archive
 
 PROGRAM_KINDS = ("torchscript", "torch.export")
 DEFAULT_PROBE_SIZE = 224
@@ -76,7 +83,10 @@ def check_pt2_archive(path: str) -> None:
         raise ProgramError(f"cannot be read as a torch.export archive ({first_line(exc)}); re-save it") from exc
 
 
-def read_torchscript(path: str) -> torch.jit.ScriptModule:
+def read_torchscript(path: str, trust: bool) -> torch.jit.ScriptModule:
+    """The ScriptModule of a TorchScript archive (its operators checked first unless `trust`)."""
+    if not trust:
+        check_program_archive(path, "torchscript")  # before torch.jit.load: __setstate__ runs inside it
     try:
         with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not the user's business
             warnings.simplefilter("ignore")
@@ -86,8 +96,9 @@ def read_torchscript(path: str) -> torch.jit.ScriptModule:
 
 
 def read_exported(path: str, trust: bool):
-    """The ExportedProgram of a .pt2 file (checked first unless `trust`)."""
+    """The ExportedProgram of a .pt2 file (its operators and payloads checked first unless `trust`)."""
     if not trust:
+        check_program_archive(path, "torch.export")
         check_pt2_archive(path)
     try:
         with warnings.catch_warnings():
@@ -151,7 +162,9 @@ class ProgramModule(nn.Module):
         return self  # an exported program runs as it was exported (eval mode, if exported so)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.program(x.contiguous())
+        with warnings.catch_warnings():  # a program's aten::warn text (anything, escape codes too) stays unseen
+            warnings.simplefilter("ignore")
+            out = self.program(x.contiguous())
         if isinstance(out, (tuple, list)) and out:
             out = out[0]
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
@@ -193,7 +206,7 @@ def load_program(path: str, kind: str, trust: bool, input_size: int | None) -> t
         fixed_batch, fixed_size = exported_input_shape(exported)
         module = ProgramModule(kind, exported.module(), exported, fixed_batch)
     else:
-        module = ProgramModule(kind, read_torchscript(path))
+        module = ProgramModule(kind, read_torchscript(path, trust))
     module.eval()
     size = fixed_size or input_size or DEFAULT_PROBE_SIZE
     try:
