@@ -1,7 +1,8 @@
 """Reading every checkpoint format safely, input conventions, and validation verdicts.
 
 A checkpoint is data from somewhere else, so nothing here runs code from a file unless the
-user says `--trust-checkpoints`:
+user says `--trust-checkpoints`, and nothing a file declares is allocated before it is checked
+against the file (preload.check_torch_file, preload.check_archive_sizes):
 
 - ``torch.save`` files are read with ``torch.load(..., weights_only=True)`` (an
   ``argparse.Namespace`` beside the weights is allowed as plain data); a whole pickled module
@@ -10,7 +11,9 @@ user says `--trust-checkpoints`:
 - TorchScript archives and torch.export programs run as they are (programs.py says what
   loading them can and cannot execute);
 - ``torchvision:<builder>[:<WEIGHTS>]`` and ``timm:<name>`` name published weights (cached
-  downloads, read by the same safe readers).
+  downloads, read by the same safe readers);
+- a pickle that calls anything running processes, code, files or the network is refused even
+  with the trust flag, which is for pickled model classes.
 
 Every file gets an `Inspection`: what it is (format, architecture, classes, input
 convention) and a verdict, OK / WARN / ERROR with reasons. Evaluation refuses ERRORs.
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import hashlib
 import json
 import logging
@@ -37,8 +39,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UserError, first_line, short_repr
+from .errors import CheckpointError, UserError, first_line, short_repr
+from .modelpaths import SPEC_PREFIXES, expand_model_paths  # noqa: F401  (expand_model_paths: for callers)
 from .models import ArchitectureError, ArchSpec, build_model, count_parameters, import_timm
+from .preload import MAX_TENSOR_ELEMENTS, check_archive_sizes, check_torch_file
+from .preload import Refusal as _Refusal
 from .programs import PROGRAM_KINDS, is_pt2_archive, load_program
 
 log = logging.getLogger(__name__)
@@ -49,12 +54,7 @@ PREFIXES = ("module.", "_orig_mod.", "model.")
 META_KEY = "ensemble_eval"  # embedded input-convention entry (torch.save dict or safetensors metadata)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SPEC_PREFIXES = ("torchvision:", "timm:")
 TRANSFORM_INPUT_ARCHS = ("torchvision-googlenet", "googlenet", "inception_v3")  # torchvision's transform_input
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,11 @@ def parse_convention(data: object, source: str) -> Convention:
                 raise CheckpointError(
                     f"{source}: {name} must be three numbers like [0.485, 0.456, 0.406], got {short_repr(v)}"
                 )
-            if not all(math.isfinite(x) for x in v):
-                raise CheckpointError(f"{source}: {name} must be finite numbers, got {short_repr(v)}")
+            if not all(math.isfinite(x) and abs(x) <= FLOAT32_MAX for x in v):
+                raise CheckpointError(
+                    f"{source}: {name} must be finite numbers in float32's range (|value| <= 3.4e38), "
+                    f"got {short_repr(v)}"
+                )
             if name == "std" and any(x <= 0 for x in v):
                 raise CheckpointError(f"{source}: std must be positive, got {short_repr(v)}")
             kw[name] = tuple(float(x) for x in v)
@@ -164,7 +167,7 @@ def parse_convention(data: object, source: str) -> Convention:
         kw["color"] = data["color"]
     if "input_scale" in data:
         v = data["input_scale"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= FLOAT32_MAX:
             raise CheckpointError(
                 f"{source}: input_scale must be 1 (0-1 input) or 255 (0-255 input), got {short_repr(v)}"
             )
@@ -203,7 +206,41 @@ def parse_convention(data: object, source: str) -> Convention:
             kw[name] = v
     if data.get("published") is not None:
         kw["published"] = _parse_published(data["published"], source)
-    return Convention(**kw, given=frozenset(k for k in kw if k != "source"))
+    conv = Convention(**kw, given=frozenset(k for k in kw if k != "source"))
+    problem = input_range_problem(conv)
+    if problem:
+        raise CheckpointError(f"{source}: {problem}")
+    return conv
+
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+MAX_NORMALISED_INPUT = 1e4  # |(x * input_scale - mean) / std| for pixels x in 0-1; real conventions: 3 to ~150
+
+
+def input_range_problem(conv: Convention) -> str | None:
+    """Why `conv` cannot give a network sane inputs, or None.
+
+    The member sees (x * input_scale - mean) / std for pixels x in [0, 1]: ImageNet's mean/std
+    give at most about 2.6, a Caffe port (0-255 input, std 1) about 150. Beyond
+    MAX_NORMALISED_INPUT the numbers only come from a wrong field (a std of 1e-45, a mean of
+    1e30, a std in the wrong scale), and float32 activations overflow downstream."""
+    scale = conv.input_scale
+    by_scale = max(scale / s for s in conv.std)  # the pixels' range, in units of std
+    by_mean = max(abs(m) / s for m, s in zip(conv.mean, conv.std))
+    extent = max(max(abs(m), abs(scale - m)) / s for m, s in zip(conv.mean, conv.std))
+    if math.isfinite(extent) and extent <= MAX_NORMALISED_INPUT:
+        return None
+    if by_mean > by_scale:
+        culprit = "mean"
+    else:
+        culprit = "std" if "std" in conv.given or "input_scale" not in conv.given else "input_scale"
+    value = getattr(conv, culprit)
+    shown = f"{value:g}" if isinstance(value, float) else "[" + ", ".join(f"{v:g}" for v in value) + "]"
+    return (
+        f"{culprit} {shown} gives normalised inputs up to {extent:.3g} ((x * input_scale - mean) / std for pixels "
+        f"0-1, with input_scale {scale:g}); real conventions stay within a few hundred (the bound is "
+        f"{MAX_NORMALISED_INPUT:g}): the outputs could not be finite; check {culprit}"
+    )
 
 
 def _parse_published(v: object, source: str) -> tuple[float, float]:
@@ -228,13 +265,17 @@ def sidecar_path(path: str) -> Path | None:
     return None
 
 
+MAX_SIDECAR_BYTES = 1 << 20  # a sidecar: a few fields, at most a list of 1000 wnids (about 12 KB)
+
+
 def read_sidecar(path: Path) -> Convention:
-    import yaml
+    """The Convention of a sidecar YAML file, read with the bounds of a --config file."""
+    from .config import ConfigError, load_yaml_file
 
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"sidecar {path} is not valid YAML (or nested too deeply); fix its syntax") from exc
+        data = load_yaml_file(path, "sidecar", MAX_SIDECAR_BYTES, "fix or remove the sidecar") or {}
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
     return parse_convention(data, f"sidecar {path.name}")
 
 
@@ -323,54 +364,6 @@ class Member:
         return self.convention.std
 
 
-# ---------------------------------------------------------------------------------------
-# Paths
-
-
-def expand_model_paths(patterns: list[str], lenient: bool = False) -> list[str]:
-    """Paths, shell globs and model specs -> checkpoint names, in the order given (globs sorted).
-
-    `lenient` (validate) keeps explicit paths that are missing or not regular files, so each
-    gets its own ERROR row instead of stopping the whole report.
-    """
-    paths: list[str] = []
-    for pattern in patterns:
-        if not isinstance(pattern, str):
-            raise CheckpointError(f"--models entries must be paths, got {short_repr(pattern)}")
-        if pattern.startswith(SPEC_PREFIXES):
-            resolve_spec(pattern)  # a typo fails here, before any download or image
-            paths.append(pattern)
-        elif glob.has_magic(pattern):
-            matched = sorted(p for p in glob.glob(pattern) if os.path.isfile(p) and not p.endswith((".yaml", ".yml")))
-            if not matched:
-                raise CheckpointError(
-                    f"--models pattern {short_repr(pattern)} matched no files; check the path or the glob"
-                )
-            paths.extend(matched)
-        elif lenient and not os.path.isfile(pattern):
-            paths.append(pattern)
-        elif os.path.isdir(pattern):
-            raise CheckpointError(
-                f"--models {short_repr(pattern)} is a directory; pass files, e.g. {pattern.rstrip('/')}/*.pt"
-            )
-        elif not os.path.isfile(pattern):
-            what = "is not a regular file" if os.path.exists(pattern) else "does not exist"
-            raise CheckpointError(f"checkpoint {short_repr(pattern)} {what}; check the path")
-        else:
-            paths.append(pattern)
-    if not paths:
-        raise CheckpointError("no checkpoints given; pass --models A.pt [B.pt ...] (globs allowed)")
-    seen: dict[str, str] = {}
-    for p in paths:
-        key = p if p.startswith(SPEC_PREFIXES) else os.path.realpath(p)
-        if key in seen:
-            raise CheckpointError(
-                f"checkpoint {p} is given twice (also as {seen[key]}); each member must appear once in --models"
-            )
-        seen[key] = p
-    return paths
-
-
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -379,8 +372,11 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """A hash of the tensors themselves (names, dtypes, shapes, values), whatever the file format."""
+def state_digest(state: dict[str, torch.Tensor]) -> str | None:
+    """A hash of the tensors themselves (names, dtypes, shapes, values), whatever the file format;
+    None for no tensors (nothing to compare: two members without tensors are not the same)."""
+    if not state:
+        return None
     digest = hashlib.sha256()
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()
@@ -391,10 +387,6 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Reading files
-
-
-class _Refusal(Exception):
-    """Internal: a file-level problem, turned into an ERROR verdict."""
 
 
 def sniff_format(path: str) -> str:
@@ -412,15 +404,22 @@ def sniff_format(path: str) -> str:
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             return "torchscript"
         return "torch"
+    if len(head) == 9 and head[8:9] == b"{":
+        # 8-byte header length, then the JSON header (maybe truncated); before the pickle test: a
+        # length like 0x8d80 starts with 0x80 too, and a legacy torch.save file has its magic number there
+        return "safetensors"
     if head[:1] == b"\x80":
         return "torch"  # legacy (pre-1.6) torch.save pickle
-    if len(head) == 9 and head[8:9] == b"{":
-        return "safetensors"  # 8-byte header length, then the JSON header (maybe truncated)
     return "unknown"
 
 
 def _torch_load(path: str, trust: bool) -> tuple[object, bool]:
-    """(object, was_trusted_load). Raises _Refusal with the reason."""
+    """(object, was_trusted_load). Raises _Refusal with the reason.
+
+    The file is checked first (check_torch_file): declared sizes that do not fit, and pickled
+    code, are refused before torch.load reads anything, with or without `trust`."""
+    with open(path, "rb") as fh:
+        check_torch_file(fh, os.fstat(fh.fileno()).st_size)
     try:
         # argparse.Namespace (saved beside the weights by torchvision's reference scripts) is
         # plain data; allowing it keeps weights_only's protection against everything else.
@@ -611,10 +610,11 @@ def _torchvision_file(builder: str, weights) -> str:
     return str(target)
 
 
-def _torchvision_convention(builder: str, weights) -> tuple[Convention, list[str]]:
-    """Input convention and published figures from torchvision's weights metadata."""
+def _torchvision_convention(builder: str, weights, published_file: bool = True) -> tuple[Convention, list[str]]:
+    """Input convention and published figures from torchvision's weights metadata (the figures only
+    for the published file)."""
     kw = dict(getattr(weights.transforms, "keywords", {}))
-    metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
+    metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}) if published_file else {}
     published = None
     if "acc@1" in metrics and "acc@5" in metrics:
         published = (round(1 - metrics["acc@1"] / 100, 6), round(1 - metrics["acc@5"] / 100, 6))
@@ -694,7 +694,6 @@ def _timm_file(name: str) -> str:
 
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-MAX_TENSOR_ELEMENTS = 1 << 28  # 268M: far beyond any layer of a supported architecture
 
 
 def _check_tensor_kinds(state: dict[str, torch.Tensor]) -> None:
@@ -719,10 +718,23 @@ def _check_tensor_kinds(state: dict[str, torch.Tensor]) -> None:
             )
 
 
+MAX_WEIGHT_MAGNITUDE = 1e30  # trained weights stay far below; float32 sums of such values overflow
+
+
 def _check_tensors(state: dict[str, torch.Tensor], ins: Inspection) -> None:
     for key, tensor in state.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if not tensor.is_floating_point() or not tensor.numel():
+            continue
+        low, high = torch.aminmax(tensor.detach())
+        biggest = max(-float(low), float(high))
+        if not math.isfinite(biggest):  # NaN propagates through aminmax
             ins.errors.append(f"tensor {key!r} holds NaN or Inf; the weights are corrupt")
+            return
+        if biggest > MAX_WEIGHT_MAGNITUDE:
+            ins.errors.append(
+                f"tensor {key!r} holds values of magnitude {biggest:.3g} (above {MAX_WEIGHT_MAGNITUDE:g}), which "
+                "overflow float32 arithmetic; the weights are corrupt"
+            )
             return
     for key, tensor in state.items():
         if key.endswith("running_var") and tensor.is_floating_point() and (tensor <= 0).any():
@@ -734,6 +746,9 @@ def _check_convention(ins: Inspection) -> None:
     from .data import imagenet_classes
 
     conv, arch = ins.convention, ins.arch
+    problem = input_range_problem(conv)  # a sidecar's fields over an architecture's defaults
+    if problem:
+        ins.errors.append(f"input convention ({conv.source}): {problem}")
     if arch is None:
         return
     if conv.class_offset >= arch.num_classes:
@@ -771,6 +786,7 @@ def _read_file(path: str, trust: bool, ins: Inspection) -> tuple[object, object]
         raise _Refusal("is not a checkpoint (no torch.save, TorchScript, torch.export or safetensors header)")
     ins.format = {"torch": "torch.save"}.get(kind, kind)
     if kind in PROGRAM_KINDS:
+        check_archive_sizes(path)  # declared sizes, and the .pt files inside a .pt2, before any loader
         return None, None  # read by programs.load_program once the sidecar is known
     if kind == "safetensors":
         tensors, meta = _read_safetensors(path)
@@ -789,23 +805,37 @@ def _read_file(path: str, trust: bool, ins: Inspection) -> tuple[object, object]
     return obj, (obj.get(META_KEY) if isinstance(obj, dict) else None)
 
 
-def _check_published_hash(url: str, ins: Inspection) -> None:
-    """torchvision's file names carry the start of their sha256 (resnet50-11ad3fa6.pth)."""
+def published_sha256_prefix(url: str) -> str | None:
+    """The start of the sha256 that torchvision's file names carry (resnet50-11ad3fa6.pth), if any."""
     found = re.search(r"-([a-f0-9]{8,})\.", os.path.basename(url))
-    if found and ins.sha256 and not ins.sha256.startswith(found.group(1)):
-        ins.warnings.append(
-            f"the cached file's sha256 does not start with {found.group(1)} as the published one does; "
-            "delete it to download it again"
-        )
+    return found.group(1) if found else None
 
 
-def _read_published(path: str, ins: Inspection) -> tuple[object, str | None]:
+def _check_published_hash(url: str, file: str, trust: bool, ins: Inspection) -> bool:
+    """Whether the cached file is the published one; a different file is an ERROR unless `trust`
+    (then a WARN, and its published accuracy is not claimed)."""
+    prefix = published_sha256_prefix(url)
+    if prefix is None or (ins.sha256 or "").startswith(prefix):
+        return True
+    problem = (
+        f"the cached file's sha256 starts with {(ins.sha256 or '?')[: len(prefix)]}, not {prefix} as torchvision's "
+        f"published file does: it is not the published file; delete {file} to download it again"
+    )
+    if not trust:
+        raise _Refusal(problem + ", or pass --trust-checkpoints to use it without the published accuracy")
+    ins.warnings.append(problem + "; used as it is (--trust-checkpoints), without the published accuracy")
+    return False
+
+
+def _read_published(path: str, trust: bool, ins: Inspection) -> tuple[object, str | None]:
     """(loaded object, arch) of `torchvision:...` / `timm:...`: published weights, read safely."""
     name, weights = resolve_spec(path)
     if weights is not None:
         file = _torchvision_file(name, weights)
         ins.format = "torchvision weights"
-        ins.convention, notes = _torchvision_convention(name, weights)
+        ins.size, ins.sha256 = os.path.getsize(file), sha256_file(file)
+        published = _check_published_hash(weights.url, file, trust, ins)
+        ins.convention, notes = _torchvision_convention(name, weights, published)
         ins.notes += notes
     else:
         file = _timm_file(name)
@@ -819,11 +849,20 @@ def _read_published(path: str, ins: Inspection) -> tuple[object, str | None]:
     ins.notes.append(f"cached at {file}")
     ins.size, ins.sha256 = os.path.getsize(file), sha256_file(file)
     if weights is not None:
-        _check_published_hash(weights.url, ins)
         return _torch_load(file, trust=False)[0], name
     if sniff_format(file) == "safetensors":
         return _read_safetensors(file)[0], f"timm/{name}"
     return _torch_load(file, trust=False)[0], f"timm/{name}"
+
+
+def _program_text(module) -> str:
+    """The program's own code (TorchScript's inlined graph, an exported program's graph code)."""
+    program = module.program
+    try:
+        graph = program.inlined_graph if module.kind == "torchscript" else program.graph
+        return str(graph)
+    except Exception:  # a program kind without a printable graph: its tensors alone tell
+        return ""
 
 
 def _inspect_program(path: str, trust: bool, ins: Inspection) -> Inspection:
@@ -831,7 +870,10 @@ def _inspect_program(path: str, trust: bool, ins: Inspection) -> Inspection:
     module, outputs, fixed_size = load_program(path, ins.format, trust, ins.convention.input_size)
     state = module.state_dict_tensors()
     ins.num_params = count_parameters(state)
-    ins.state_digest = state_digest(state)
+    # two programs are the same member only with the same code and the same tensors (none, for some)
+    ins.state_digest = hashlib.sha256(
+        (state_digest(state) or "no tensors").encode() + _program_text(module).encode()
+    ).hexdigest()
     _check_tensors(state, ins)
     ins.model, ins.arch = module, ArchSpec(ins.format, outputs, False, fixed_size)
     if module.fixed_batch:
@@ -840,16 +882,86 @@ def _inspect_program(path: str, trust: bool, ins: Inspection) -> Inspection:
     return ins
 
 
+PROBE_IMAGES = 1  # images of seeded uint8 noise, one forward pass per member at inspection
+PROBE_SEED = 0
+
+
+def probe_outputs(ins: Inspection) -> None:
+    """One forward pass of PROBE_IMAGES fixed noise images at the member's input size (default 224)
+    through its own input convention (channel order, input_scale, mean/std, class_offset and
+    order, as evaluation runs it); outputs or probabilities that are not finite are an ERROR."""
+    if ins.errors or ins.model is None or ins.arch is None:
+        return
+    from .ensemble import member_logits, place_members
+    from .programs import DEFAULT_PROBE_SIZE
+
+    size = ins.arch.input_size or ins.convention.input_size or DEFAULT_PROBE_SIZE
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    crops = torch.randint(0, 256, (PROBE_IMAGES, 1, 3, size, size), dtype=torch.uint8, generator=generator)
+    try:
+        runners = place_members([member_from(ins)], torch.device("cpu"), channels_last=False)
+        logits = member_logits(crops, runners, PROBE_IMAGES, channels_last=False)[0, :, 0]
+    except Exception as exc:  # a broken network can fail in any way
+        hint = "" if ins.convention.input_size else " (set input_size: in a sidecar if it takes another size)"
+        ins.errors.append(f"fails on a {size}x{size} probe image ({first_line(exc)}){hint}")
+        return
+    for what, values in (("outputs", logits), ("probabilities", torch.softmax(logits.float(), dim=-1))):
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            image, index = bad[0].tolist()
+            value = float(values[image, index])
+            ins.errors.append(
+                f"{what} are not finite ({value} at class {index} of a {size}x{size} probe image); the weights "
+                "or the input convention are broken"
+            )
+            return
+
+
 def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None) -> Inspection:
     """Read, recognise, build and check one checkpoint (eval-mode model on the CPU).
 
     Never raises for problems of the file itself: they become ERRORs of the Inspection.
     `prefer="ema"` picks the EMA weights of a file holding both (else its sidecar decides).
+    Before any loader: the zip directory's declared sizes and the pickles' opcodes (no bombs, no
+    pickled code, with or without `trust`); after it: the tensors (finite, below
+    MAX_WEIGHT_MAGNITUDE) and one forward pass of noise images (finite outputs: probe_outputs).
+    torch's own log lines and warnings are silenced meanwhile (quiet_torch).
     """
     ins = Inspection(path=path)
+    with quiet_torch():
+        _inspect(ins, path, trust, prefer)
+        probe_outputs(ins)
+    return ins
+
+
+@contextlib.contextmanager
+def quiet_torch():
+    """torch's own logging and warnings silenced while a file is read: a corrupt program makes
+    torch.export.load log a multi-line traceback before it raises, and the one-line verdict
+    says what matters. (Loggers named torch and torch.*, at the level above CRITICAL; restored.)"""
+    import warnings
+
+    loggers = [logging.getLogger("torch")] + [
+        lg
+        for name, lg in list(logging.Logger.manager.loggerDict.items())
+        if name.startswith("torch.") and isinstance(lg, logging.Logger)
+    ]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _inspect(ins: Inspection, path: str, trust: bool, prefer: str | None) -> None:
     try:
         if path.startswith(SPEC_PREFIXES):
-            obj, arch = _read_published(path, ins)
+            obj, arch = _read_published(path, trust, ins)
         else:
             obj, embedded = _read_file(path, trust, ins)
             sidecar = sidecar_path(path)
@@ -858,7 +970,8 @@ def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None
             elif embedded is not None:
                 ins.convention = parse_convention(embedded, "embedded metadata")
             if ins.format in PROGRAM_KINDS:
-                return _inspect_program(path, trust, ins)
+                _inspect_program(path, trust, ins)
+                return
             arch = ins.convention.arch
             if arch is not None and arch.startswith("timm/"):
                 ins.convention = ins.convention.over(timm_convention(arch[len("timm/") :]))
@@ -867,10 +980,10 @@ def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None
         _check_tensor_kinds(state)
     except (_Refusal, UserError) as exc:  # CheckpointError (a bad sidecar), ProgramError, ArchitectureError
         ins.errors.append(str(exc))
-        return ins
+        return
     except OSError as exc:
         ins.errors.append(f"cannot be read ({first_line(exc)})")
-        return ins
+        return
 
     ins.num_params = count_parameters(state)
     ins.state_digest = state_digest(state)
@@ -879,11 +992,10 @@ def inspect_checkpoint(path: str, trust: bool = False, prefer: str | None = None
         ins.model, ins.arch = build_model(state, arch, ins.convention.input_size)
     except ArchitectureError as exc:
         ins.errors.append(str(exc))
-        return ins
+        return
     if ins.convention.transform_input and ins.arch.name in TRANSFORM_INPUT_ARCHS:
         ins.model.transform_input = True
     _check_convention(ins)
-    return ins
 
 
 def check_together(inspections: list[Inspection], data_num_classes: int | None = None) -> None:
@@ -894,7 +1006,8 @@ def check_together(inspections: list[Inspection], data_num_classes: int | None =
         if ins.sha256 and ins.sha256 in by_sha:
             ins.warnings.append(f"byte-identical to {by_sha[ins.sha256]}: the ensemble is smaller than it looks")
         elif ins.state_digest and ins.state_digest in by_state:
-            ins.warnings.append(f"same tensors as {by_state[ins.state_digest]}: the ensemble is smaller than it looks")
+            same = "the same program and tensors" if ins.format in PROGRAM_KINDS else "same tensors"
+            ins.warnings.append(f"{same} as {by_state[ins.state_digest]}: the ensemble is smaller than it looks")
         if ins.sha256:
             by_sha.setdefault(ins.sha256, ins.name)
         if ins.state_digest:

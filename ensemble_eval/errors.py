@@ -17,6 +17,10 @@ class UserError(ValueError):
     """A problem the user can fix; its message names the problem and the fix."""
 
 
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
 def short_repr(value: object) -> str:
     """repr() for messages, bounded: a hostile YAML or pickle can make a full repr gigabytes long."""
     import reprlib
@@ -27,7 +31,19 @@ def short_repr(value: object) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def printable(text: str) -> str:
+    """`text` safe on one terminal line: newlines, escape sequences and other unprintable
+    characters (from a hostile file name or an exception a program raises) written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text
+    )
+
+
 def first_line(exc: BaseException) -> str:
-    """'TypeName: the first sentence of the message' (bounded), for one-line reasons."""
+    """'TypeName: the first sentence of the message' (bounded, printable), for one-line reasons."""
     text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0][:120]}" if text else type(exc).__name__
+    return printable(
+        f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0][:120]}" if text else type(exc).__name__
+    )

@@ -16,7 +16,7 @@ import torchvision
 from conftest import DATA, DEVICES, QUICK
 from reference_protocol import ONE_CROP, TEN_CROPS, crop_keys, decode, reference_probs
 
-from ensemble_eval import signatures
+from ensemble_eval import checkpoints, signatures
 from ensemble_eval.checkpoints import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -296,19 +296,24 @@ def test_torchvision_weights_offline_say_how_to_pass_a_local_file(torch_home):
     assert "resnet50-11ad3fa6.pth" in error and str(torch_home) in error and "arch: resnet50" in error
 
 
-def test_torchvision_weights_from_the_cache_with_their_metadata(torch_home, mixed_models):
+def test_torchvision_weights_from_the_cache_with_their_metadata(torch_home, mixed_models, monkeypatch):
     torch_home.mkdir(parents=True)
     torch.save(mixed_models["resnet18"].state_dict(), torch_home / "resnet18-f37072fd.pth")
+    (error,) = inspect_checkpoint("torchvision:resnet18:IMAGENET1K_V1").errors  # not the published file
+    assert "sha256 starts with" in error and "not f37072fd" in error
+    monkeypatch.setattr(checkpoints, "published_sha256_prefix", lambda url: None)  # stand in for the real file
     ins = inspect_checkpoint("torchvision:resnet18:IMAGENET1K_V1")
     assert ins.errors == [] and ins.arch.name == "resnet18" and ins.format == "torchvision weights"
     conv = ins.convention
     assert conv.published == pytest.approx((1 - 0.69758, 1 - 0.89078)) and conv.source == "torchvision"
     assert (conv.resize_size, conv.input_size, conv.mean) == (256, 224, (0.485, 0.456, 0.406))
-    assert any("sha256 does not start with f37072fd" in w for w in ins.warnings)  # not the published file
     assert torch.equal(_outputs(ins.model), _outputs(mixed_models["resnet18"]))
 
 
-def test_published_figures_outside_the_measured_interval_are_flagged(torch_home, mixed_models, tmp_path, capsys):
+def test_published_figures_outside_the_measured_interval_are_flagged(
+    torch_home, mixed_models, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(checkpoints, "published_sha256_prefix", lambda url: None)  # stand in for the real file
     torch_home.mkdir(parents=True)
     torch.manual_seed(0)  # random weights: about 100% error, far from the published 30.24%
     torch.save(torchvision.models.resnet18().state_dict(), torch_home / "resnet18-f37072fd.pth")
