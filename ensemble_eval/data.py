@@ -1,242 +1,53 @@
-"""Datasets, decoding and the crop loader.
+"""Decoding and the crop loader; the listing of files and labels lives in `listing`.
 
 Class indices always come from the canonical ImageNet-1k list shipped in
 `ensemble_eval/classes/imagenet_classes.tsv` (sorted-wnid order, as torchvision and Caffe
 models use), never from folder enumeration: a folder holding 10 classes still maps
 n01440764 -> 0.
+
+Every image file is read by `listing.read_image_file` (without blocking, a regular file of
+at most MAX_IMAGE_BYTES, with its identity: size, mtime_ns, content digest) and decoded from
+the bytes read, so what is decoded is exactly what was identified.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache, partial
-from importlib import resources
-from pathlib import Path
+from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from .crops import CropScheme, extract_crops, extract_views, resized_size
-from .errors import UserError
+from .listing import (  # noqa: F401  (re-exported: `from .data import ...` keeps working)
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_BYTES,
+    NO_FILE,
+    DataError,
+    ImageClass,
+    Listing,
+    Sample,
+    decodable_formats,
+    file_identity,
+    image_extensions,
+    imagenet_classes,
+    is_image_name,
+    list_dataset,
+    list_samples,
+    read_image_file,
+    read_labels,
+    wnid_to_index,
+)
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-class DataError(UserError):
-    """A dataset, label file or image that cannot be used; the message says what to do.
-
-    For an image, `reason` is the problem alone (without the path), as recorded in `skipped`.
-    """
-
-    def __init__(self, message: str, reason: str | None = None):
-        super().__init__(message)
-        self.reason = reason or message
-
-
-@dataclass(frozen=True)
-class ImageClass:
-    index: int
-    wnid: str
-    name: str
-
-
-@lru_cache(maxsize=1)
-def imagenet_classes() -> tuple[ImageClass, ...]:
-    """The 1000 ImageNet-1k classes in the canonical (sorted wnid) order."""
-    text = resources.files("ensemble_eval.classes").joinpath("imagenet_classes.tsv").read_text()
-    rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
-    classes = tuple(ImageClass(int(i), w, n) for i, w, n in rows)
-    assert [c.index for c in classes] == list(range(len(classes))), "class list out of order"
-    return classes
-
-
-@lru_cache(maxsize=1)
-def wnid_to_index() -> dict[str, int]:
-    return {c.wnid: c.index for c in imagenet_classes()}
-
-
-@dataclass(frozen=True)
-class Sample:
-    path: Path
-    rel_path: str  # relative to the data root, '/'-separated
-    target: int
-    wnid: str | None = None  # set when the label came from a WordNet id (ImageNet-1k class space)
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-
-
-def _read_labels_csv(labels: Path) -> dict[str, tuple[int, str | None]]:
-    """filename,wnid or filename,index (header optional) -> {filename: (class index, wnid or None)}."""
-    if not labels.is_file():
-        raise DataError(f"labels file {labels} does not exist; pass --labels FILE.csv with rows filename,wnid")
-    mapping = wnid_to_index()
-    out: dict[str, tuple[int, str | None]] = {}
-    try:
-        text = labels.read_text(encoding="utf-8-sig")  # -sig: spreadsheets write a BOM
-    except UnicodeDecodeError as exc:
-        raise DataError(f"labels file {labels} is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV") from exc
-    for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) < 2:
-            raise DataError(f"{labels}:{lineno}: expected 'filename,wnid' or 'filename,index', got {row!r}")
-        name, label = row[0].strip(), row[1].strip()
-        if label in mapping:
-            value: tuple[int, str | None] = (mapping[label], label)
-        elif label.isdigit():
-            value = (int(label), None)
-        elif lineno == 1 and not _is_image(name) and label.replace("_", "").isalpha():
-            continue  # a header row such as "filename,label"
-        else:
-            raise DataError(
-                f"{labels}:{lineno}: label {label!r} is neither an ImageNet WordNet id nor a class index >= 0"
-            )
-        if name in out and out[name] != value:
-            raise DataError(f"{labels}:{lineno}: {name!r} is labelled twice with different classes; keep one row")
-        out[name] = value
-    if not out:
-        raise DataError(f"labels file {labels} holds no rows; expected lines 'filename,wnid' or 'filename,index'")
-    return out
-
-
-def _files_by_stem(root: Path) -> dict[str, str]:
-    """Image file names in a flat folder keyed by name without extension (label files omit it)."""
-    return {Path(n).stem: n for n in os.listdir(root) if _is_image(n)}
-
-
-def _read_loc_solution(path: Path, root: Path) -> dict[str, tuple[int, str | None]]:
-    """Kaggle's LOC_val_solution.csv: ImageId,PredictionString ("wnid x y x y wnid ...")."""
-    mapping = wnid_to_index()
-    by_stem = _files_by_stem(root)
-    out: dict[str, tuple[int, str | None]] = {}
-    rows = csv.reader(path.read_text(encoding="utf-8-sig").splitlines())
-    next(rows, None)
-    for lineno, row in enumerate(rows, start=2):
-        if not row:
-            continue
-        wnid = row[1].split()[0] if len(row) > 1 and row[1].split() else ""
-        if wnid not in mapping:
-            raise DataError(f"{path}:{lineno}: {wnid!r} is not an ImageNet-1k WordNet id")
-        name = by_stem.get(row[0], row[0] + ".JPEG")
-        out[name] = (mapping[wnid], wnid)
-    return out
-
-
-def _read_devkit(devkit: Path, root: Path) -> dict[str, tuple[int, str | None]]:
-    """The ILSVRC2012 devkit's ground truth (ILSVRC2012_ID per val image, in file-number order)
-    mapped through the devkit's meta.mat (ILSVRC2012_ID -> wnid) onto the sorted-wnid indices
-    models use. The two orders differ: using the IDs directly is the classic labels bug."""
-    import tarfile
-
-    import scipy.io
-
-    def member(name: str) -> bytes:
-        if devkit.is_dir():
-            return (devkit / "data" / name).read_bytes()
-        with tarfile.open(devkit) as tar:
-            found = next((m for m in tar.getmembers() if m.name.endswith("/data/" + name)), None)
-            if found is None:
-                raise DataError(f"{devkit} has no data/{name}; pass the ILSVRC2012 devkit (dir or .tar.gz)")
-            return tar.extractfile(found).read()
-
-    try:
-        meta = scipy.io.loadmat(io.BytesIO(member("meta.mat")), squeeze_me=True)["synsets"]
-        truth = member("ILSVRC2012_validation_ground_truth.txt").decode().split()
-    except (OSError, KeyError, ValueError, tarfile.TarError) as exc:
-        raise DataError(
-            f"cannot read the devkit {devkit} ({exc}); pass ILSVRC2012_devkit_t12 (dir or .tar.gz)"
-        ) from exc
-    id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in meta if int(s["num_children"]) == 0}
-    mapping = wnid_to_index()
-    by_stem = _files_by_stem(root)
-    out: dict[str, tuple[int, str | None]] = {}
-    for number, ilsvrc_id in enumerate(truth, start=1):
-        stem = f"ILSVRC2012_val_{number:08d}"
-        if stem in by_stem:
-            wnid = id_to_wnid[int(ilsvrc_id)]
-            out[by_stem[stem]] = (mapping[wnid], wnid)
-    if not out:
-        raise DataError(f"no file in {root} is named like the devkit's ILSVRC2012_val_00000001.JPEG")
-    return out
-
-
-def read_labels(labels: Path, root: Path) -> dict[str, tuple[int, str | None]]:
-    """Labels for a flat folder: {filename: (class index, wnid or None)}.
-
-    Accepts a CSV of filename,wnid or filename,index; Kaggle's LOC_val_solution.csv; or the
-    ILSVRC2012 devkit (its directory or .tar.gz), which labels the official val folder.
-    """
-    if labels.is_dir() or labels.name.endswith((".tar.gz", ".tgz", ".tar")):
-        return _read_devkit(labels, root)
-    if labels.is_file():
-        with labels.open(encoding="utf-8-sig", errors="replace") as fh:
-            first = fh.readline().strip().replace(" ", "")
-        if first.lower() == "imageid,predictionstring":
-            return _read_loc_solution(labels, root)
-    return _read_labels_csv(labels)
-
-
-def list_samples(root: str | os.PathLike, labels: str | os.PathLike | None = None) -> list[Sample]:
-    """The evaluation samples of a dataset, sorted by relative path.
-
-    Without `labels`, `root` holds one folder per class named by its WordNet id (ImageNet's
-    layout). With `labels` (see `read_labels`), `root` is a flat folder and only the files
-    labelled there are evaluated.
-    """
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise DataError(f"--data {root} is a file; pass the directory that holds the images")
-    if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist; pass --data DIR with one folder per WordNet id")
-    if labels is not None:
-        table = read_labels(Path(labels), root)
-        missing = [n for n in table if not (root / n).is_file()]
-        if missing:
-            raise DataError(
-                f"{len(missing)} file(s) listed in {labels} are not in {root}, e.g. {missing[0]!r}; "
-                "check --data and --labels"
-            )
-        extra = [n for n in os.listdir(root) if _is_image(n) and n not in table]
-        if extra:
-            log.warning("%d image(s) in %s have no label in %s and are ignored", len(extra), root, labels)
-        samples = [Sample(root / n, n.replace(os.sep, "/"), t, w) for n, (t, w) in table.items()]
-        return sorted(samples, key=lambda s: s.rel_path)
-
-    mapping = wnid_to_index()
-    subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    if not subdirs:
-        raise DataError(
-            f"{root} has no class folders; use one folder per WordNet id (n01440764/...) "
-            "or pass --labels FILE.csv for a flat folder"
-        )
-    unknown = [d for d in subdirs if d not in mapping]
-    if unknown:
-        raise DataError(
-            f"folder {unknown[0]!r} in {root} is not an ImageNet-1k WordNet id ({len(unknown)} such folder(s)); "
-            "name class folders by wnid (e.g. n01440764) or pass --labels FILE.csv"
-        )
-    samples = []
-    for d in subdirs:
-        for dirpath, dirnames, filenames in os.walk(root / d):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if _is_image(name):
-                    path = Path(dirpath) / name
-                    samples.append(Sample(path, path.relative_to(root).as_posix(), mapping[d], d))
-    if not samples:
-        raise DataError(f"no images found under {root} (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return sorted(samples, key=lambda s: s.rel_path)
 
 
 # The largest image (in pixels) a scale resize may produce; beyond it the aspect ratio is so
@@ -257,29 +68,41 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def decode_image(path: str | os.PathLike) -> torch.Tensor:
-    """Decode a file to uint8 RGB [3, H, W] (grayscale, palette, CMYK, 16-bit become RGB).
+_BYTES_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
+def decode_bytes(data: bytes, path: str | os.PathLike = "") -> torch.Tensor:
+    """Decode an image file's bytes to uint8 RGB [3, H, W] (grayscale, palette, CMYK, 16-bit
+    become RGB).
 
     Uses PIL, the decoder of torchvision's ImageFolder and timm, so pixels match the
-    reference evaluation scripts. The file's content decides the format, not its name.
+    reference evaluation scripts. The content decides the format, not the file's name, among
+    `listing.decodable_formats()` (never EPS, which Pillow renders by running Ghostscript).
     Anything undecodable (truncated, empty, not an image, above PIL's decompression-bomb
-    limit) raises DataError with the reason.
+    limit) raises DataError with the reason; `path` only names the file in the message.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # palette-transparency notices
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data), formats=decodable_formats()) as img:
                 img.load()
                 array = _to_rgb(img)
     except Exception as exc:  # a hostile or broken file can make a decoder fail in any way
         if isinstance(exc, UnidentifiedImageError):
-            reason = "empty file (0 bytes)" if os.path.getsize(path) == 0 else "not an image PIL can identify"
+            reason = "empty file (0 bytes)" if not data else "not an image PIL can identify"
         else:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            reason = reason.replace(f" '{path}'", "").replace(f" {path}", "")
+            reason = _BYTES_REPR.sub("", reason)
         raise DataError(f"cannot decode image {path}: {reason}", reason=reason) from exc
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def decode_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read (`read_image_file`) and decode (`decode_bytes`) an image file: uint8 RGB [3, H, W].
+    DataError with the reason when the file cannot be read or decoded."""
+    data, _ = read_image_file(path)
+    return decode_bytes(data, path)
 
 
 def check_resizable(image: torch.Tensor, scheme: CropScheme, path: str | os.PathLike) -> None:
@@ -291,13 +114,24 @@ def check_resizable(image: torch.Tensor, scheme: CropScheme, path: str | os.Path
         raise DataError(f"cannot use image {path}: {reason}", reason=reason)
 
 
+class CropItem(NamedTuple):
+    """One image as the loader makes it."""
+
+    position: int  # in the sample list
+    views: torch.Tensor | list | None  # uint8 [K, 3, S, S], extract_views groups, or None on failure
+    target: int
+    reason: str | None  # why the image cannot be used, None when it can
+    file: tuple[int, int, int]  # (size, mtime_ns, digest) of the bytes read; NO_FILE when unreadable
+
+
 class CropDataset(torch.utils.data.Dataset):
-    """Item i: (i, the views of sample i or None, target, decode error or None).
+    """Item i: a CropItem (i, the views of sample i or None, target, reason or None, file identity).
 
     The views are uint8 crops [K, 3, S, S], or, where some view is uncropped (sized by the
-    image), `extract_views` groups of equal shape. Decode failures are returned, not raised,
-    so the main process decides what to do with them and reports them in one line (a
-    worker's exception would arrive as a traceback).
+    image), `extract_views` groups of equal shape. Failures are returned, not raised, so the
+    main process decides what to do with them and reports them in one line (a worker's
+    exception would arrive as a traceback). The file identity is that of the bytes decoded,
+    for evaluated and undecodable-but-readable images alike (NO_FILE: not readable at all).
     """
 
     def __init__(self, samples: list[Sample], scheme: CropScheme, indices: list[int]):
@@ -309,15 +143,20 @@ class CropDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> CropItem:
         sample = self.samples[i]
         try:
-            image = decode_image(sample.path)
+            data, identity = read_image_file(sample.path)
+        except DataError as exc:
+            return CropItem(i, None, sample.target, exc.reason, NO_FILE)
+        try:
+            image = decode_bytes(data, sample.path)
+            del data
             check_resizable(image, self.scheme, sample.path)
         except DataError as exc:
-            return i, None, sample.target, exc.reason
+            return CropItem(i, None, sample.target, exc.reason, identity)
         extract = extract_views if self.uncropped else extract_crops
-        return i, extract(image, self.scheme, self.indices), sample.target, None
+        return CropItem(i, extract(image, self.scheme, self.indices), sample.target, None, identity)
 
 
 @dataclass
@@ -351,31 +190,48 @@ def _group_views(per_image: list[list[tuple[list[int], torch.Tensor]]], k: int, 
 
 @dataclass
 class CropBatch:
-    """One loader batch: the decodable images' views plus the failures."""
+    """One loader batch: the decodable images' views plus the failures, each with the
+    identity of its file as read: (size in bytes, mtime_ns, 64-bit content digest)."""
 
     indices: torch.Tensor  # int64 [B], positions in the sample list
     crops: torch.Tensor | Views  # uint8 [B, K, 3, S, S], or Views where some view is sized by its image
     targets: torch.Tensor  # int64 [B]
-    failures: list[tuple[int, str]]  # (sample position, message)
+    failures: list[tuple[int, str]]  # (sample position, reason)
+    files: torch.Tensor  # int64 [B, 3] (size, mtime_ns, digest), aligned with indices
+    failure_files: torch.Tensor  # int64 [F, 3], aligned with failures; rows of -1: the file could not be read
 
     def pin_memory(self) -> CropBatch:
-        return CropBatch(self.indices.pin_memory(), self.crops.pin_memory(), self.targets.pin_memory(), self.failures)
+        return CropBatch(
+            self.indices.pin_memory(),
+            self.crops.pin_memory(),
+            self.targets.pin_memory(),
+            self.failures,
+            self.files,
+            self.failure_files,
+        )
 
 
-def _collate(batch, per_image: int, crop_size: int, uncropped: bool) -> CropBatch:
-    ok = [b for b in batch if b[1] is not None]
-    failures = [(b[0], b[3]) for b in batch if b[1] is None]
+def _identities(items: list[CropItem]) -> torch.Tensor:
+    """int64 [N, 3] of the items' file identities."""
+    return torch.tensor([item.file for item in items], dtype=torch.int64).reshape(len(items), 3)
+
+
+def _collate(batch: list[CropItem], per_image: int, crop_size: int, uncropped: bool) -> CropBatch:
+    ok = [b for b in batch if b.views is not None]
+    failed = [b for b in batch if b.views is None]
     if not ok:
         crops = torch.empty((0,), dtype=torch.uint8)
     elif uncropped:
-        crops = _group_views([b[1] for b in ok], per_image, crop_size)
+        crops = _group_views([b.views for b in ok], per_image, crop_size)
     else:
-        crops = torch.stack([b[1] for b in ok])
+        crops = torch.stack([b.views for b in ok])
     return CropBatch(
-        torch.tensor([b[0] for b in ok], dtype=torch.int64),
+        torch.tensor([b.position for b in ok], dtype=torch.int64),
         crops,
-        torch.tensor([b[2] for b in ok], dtype=torch.int64),
-        failures,
+        torch.tensor([b.target for b in ok], dtype=torch.int64),
+        [(b.position, b.reason) for b in failed],
+        _identities(ok),
+        _identities(failed),
     )
 
 
