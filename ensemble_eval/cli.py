@@ -14,6 +14,7 @@ were skipped (listed in summary.json); 130 interrupted (progress saved, --resume
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import MERGES
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNUSABLE, EXIT_USER_ERROR, UserError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNUSABLE, EXIT_USER_ERROR, UserError, printable
 
 log = logging.getLogger("ensemble_eval")
 
@@ -117,6 +118,15 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
+
+
+def _workers(text: str) -> int:
+    from .config import ConfigError, check_workers
+
+    try:
+        return check_workers(_non_negative_int(text))
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("workers (--workers) ")) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -222,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--workers",
-        type=_non_negative_int,
+        type=_non_negative_int,  # capped in config.RunConfig.validate, for YAML and the command line alike
         metavar="N",
         help="image decoding/cropping processes (default min(8, CPU cores); 0 = in the main process)",
     )
@@ -280,7 +290,13 @@ def _resolve_device(name: str):
 
 
 def _choose_out_dir(config) -> Path:
-    """The run directory, checked before any slow work; created only when evaluation starts."""
+    """The run directory, checked (read-only) before any slow work; created when evaluation starts.
+    Under torchrun only rank 0 checks it (the others would see rank 0's lock) and owns it."""
+    from .distributed import world_from_env
+    from .rundir import check_run_out
+
+    if not world_from_env().is_main:
+        return Path(config.out or "runs/rank0-chooses")  # rank 0's directory is broadcast to every process
     if config.out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         out = Path("runs") / stamp
@@ -288,16 +304,8 @@ def _choose_out_dir(config) -> Path:
         while out.exists():  # two runs in the same second
             out = Path("runs") / f"{stamp}-{n}"
             n += 1
-        return out
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pass a directory")
-    if (out / "summary.json").exists() and not config.overwrite:
-        raise UserError(f"--out {out} already holds results (summary.json); pass --overwrite or choose another --out")
-    existing = next((p for p in [out, *out.parents] if p.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out} cannot be created ({existing} is not a writable directory); choose another --out")
-    return out
+        config.out = str(out)
+    return check_run_out(config.out, config.overwrite, config.resume).path
 
 
 def _check_index_labels_fit(samples, num_classes: int) -> None:
@@ -316,31 +324,50 @@ def _data_num_classes(samples) -> int | None:
 
 
 def run_eval(config) -> int:
-    """Check every input, evaluate, write the result files, print the summary (and table)."""
+    """Check every input, evaluate, write the result files, print the summary (and table).
+
+    Paths, the run directory and the data folder are checked before torch is imported; the
+    directory is created and locked (one run at a time) only once every check passed."""
+    from .distributed import world_from_env
+    from .modelpaths import expand_model_paths
+
     if not config.models:
         raise UserError("no checkpoints given; pass --models A.pt [B.pt ...]")
     if not config.data:
         raise UserError("no data given; pass --data DIR (one folder per WordNet id)")
     out = _choose_out_dir(config)
+    if config.resume and (out / "summary.json").is_file():  # finished: only the cleanup can remain
+        if not world_from_env().is_main:
+            return EXIT_OK  # rank 0 shows it (a rank that cannot see --out would wait for rank 0 until a timeout)
+        from .engine import finished_run
 
+        return finished_run(out)
+    expand_model_paths(config.models, check_specs=False)  # a mistyped path fails before torch is imported
+    from .listing import DataError, display_path, list_dataset
+
+    listing = list_dataset(config.data, config.labels)
+    samples = listing.usable()
+    if config.strict and listing.problems:
+        rel, why = listing.problems[0]
+        n = len(listing.problems)
+        raise DataError(
+            f"--strict: {n} {'entry' if n == 1 else 'entries'} of --data cannot be used (first: "
+            f"{display_path(rel)[:200]}: {why}); fix them (`ensemble-eval check-data {config.data}` lists them) "
+            "or drop --strict"
+        )
+    return _check_and_run(config, out, samples, listing.to_dict())
+
+
+def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
+    """Every image-free check (checkpoints, labels, crop size, ReaL), then the evaluation in the
+    locked run directory."""
     import contextlib
 
-    from .distributed import world_from_env
-    from .runstate import RunLock
-
-    # one run per directory, held from here (before the slow checks) to the last file written
-    with RunLock(out) if world_from_env().is_main else contextlib.nullcontext():
-        return _check_and_run(config, out)
-
-
-def _check_and_run(config, out: Path) -> int:
-    """Every image-free check (checkpoints, labels, crop size, ReaL), then the evaluation."""
-    from .checkpoints import check_views, expand_model_paths, load_members
+    from .checkpoints import check_views, load_members
     from .crops import needed_indices
-    from .data import list_samples
+    from .distributed import world_from_env
+    from .rundir import RunLock, check_run_out, claim
 
-    expand_model_paths(config.models)  # fail on a bad path before any slow work
-    samples = list_samples(config.data, config.labels)
     device = _resolve_device(config.device)
     members = load_members(
         config.models,
@@ -363,7 +390,14 @@ def _check_and_run(config, out: Path) -> int:
 
     from .engine import run_evaluation
 
-    return run_evaluation(config, out, samples, members, device, set_names, real)
+    main_process = world_from_env().is_main
+    if main_process:
+        claim(out, "run")
+    # one run per directory, held to the last file written; the state is checked again under the lock
+    with RunLock(out) if main_process else contextlib.nullcontext():
+        if main_process:
+            check_run_out(out, config.overwrite, config.resume)
+        return run_evaluation(config, out, samples, members, device, set_names, real, data_report)
 
 
 def build_validate_parser() -> argparse.ArgumentParser:
@@ -382,19 +416,72 @@ def build_validate_parser() -> argparse.ArgumentParser:
         help="checkpoint files, globs, torchvision:<builder>[:<WEIGHTS>] or timm:<name>",
     )
     p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write the report as JSON (to FILE or stdout)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --json FILE that is not an earlier validate report (never a checkpoint given)",
+    )
     _add_checkpoint_options(p)
     g = p.add_argument_group("quick accuracy check (1 crop per image, each checkpoint alone)")
     g.add_argument("--data", metavar="DIR", help="image root (wnid folders, or flat with --labels)")
     g.add_argument("--labels", metavar="FILE.csv", help="labels for a flat folder")
     g.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="first N images (default 100)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    g.add_argument("--workers", type=_non_negative_int, default=None, metavar="N")
+    g.add_argument("--workers", type=_workers, default=None, metavar="N")
     g.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
+def _check_json_target(target: str | None, inputs: list[str], overwrite: bool) -> None:
+    """validate --json FILE: never a checkpoint given, never a file validate did not write (unless
+    --overwrite), never through a link or into a FIFO; checked before any checkpoint is read."""
+    from .fileio import read_regular_file
+    from .report import VALIDATE_TOOL
+    from .rundir import OutDirError
+
+    if target in (None, "-"):
+        return
+    if not target.strip():
+        raise OutDirError("--json is empty; name a file, or give --json alone for standard output")
+    path = Path(target)
+    try:
+        exists = os.path.lexists(path)
+        for given in inputs:
+            if exists and os.path.exists(given) and os.path.samefile(given, path):
+                raise OutDirError(f"--json {target} is one of the checkpoints being validated; choose another file")
+        if not exists:
+            parent = path.absolute().parent
+            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                raise OutDirError(f"--json {target} cannot be written ({parent} is not a writable directory)")
+            return
+        if path.is_symlink() or not path.is_file():
+            raise OutDirError(f"--json {target} exists and is not a regular file; choose another file")
+        if overwrite:
+            return
+        try:
+            data = json.loads(read_regular_file(path, 64 << 20, follow_links=False))
+        except (OSError, ValueError, RecursionError):
+            data = None
+    except OSError as exc:
+        raise OutDirError(f"--json {target[:80]} cannot be used ({exc.strerror or exc}); choose another file") from None
+    ours = isinstance(data, dict) and (
+        data.get("tool") == VALIDATE_TOOL or (isinstance(data.get("checkpoints"), list) and "usable" in data)
+    )
+    if not ours:
+        raise OutDirError(
+            f"--json {target} exists and is not a report of ensemble-eval validate; choose another file, "
+            "or pass --overwrite to replace it"
+        )
+
+
 def run_validate(args: argparse.Namespace) -> int:
-    from .checkpoints import check_together, expand_model_paths, inspect_checkpoint
+    from .modelpaths import expand_model_paths
+
+    _check_json_target(args.json, [c for c in args.checkpoints if ":" not in c], args.overwrite)
+    expand_model_paths(args.checkpoints, lenient=True, check_specs=False)  # before torch is imported
+
+    from .checkpoints import check_together, inspect_checkpoint
+    from .fileio import atomic_write_text, strict_json
     from .report import render_validation, validation_record
 
     paths = expand_model_paths(args.checkpoints, lenient=True)
@@ -414,6 +501,7 @@ def run_validate(args: argparse.Namespace) -> int:
         from .checkpoints import check_published, check_views, member_from, one_crop_scheme
         from .config import DEFAULT_WORKERS, default_batch_size
         from .engine import evaluate
+        from .ensemble import NonFiniteOutputs
 
         subset = samples[: args.limit]
         for ins in inspections:
@@ -427,26 +515,30 @@ def run_validate(args: argparse.Namespace) -> int:
             except UserError as exc:
                 ins.errors.append(str(exc))
                 continue
-            result = evaluate(
-                subset,
-                [member],
-                scheme,
-                ["1"],
-                "1",
-                device,
-                default_batch_size(device.type),
-                DEFAULT_WORKERS if args.workers is None else args.workers,
-                progress=False,
-            )
+            try:
+                result = evaluate(
+                    subset,
+                    [member],
+                    scheme,
+                    ["1"],
+                    "1",
+                    device,
+                    default_batch_size(device.type),
+                    DEFAULT_WORKERS if args.workers is None else args.workers,
+                    progress=False,
+                )
+            except NonFiniteOutputs as exc:  # a problem of the member, not of the data: its verdict
+                ins.errors.append(str(exc))
+                continue
             quick[ins.path] = result.tally.ensemble["1"].to_dict() | {"view": [scheme.scales[0], scheme.crop_size]}
             check_published(ins, quick[ins.path])
     record = validation_record(inspections, quick)
     if args.json:
-        text = json.dumps(record, indent=2) + "\n"
+        text = strict_json(record)
         if args.json == "-":
             sys.stdout.write(text)
         else:
-            Path(args.json).write_text(text)
+            atomic_write_text(args.json, text)
     if args.json != "-":
         print(render_validation(inspections, quick), end="")
     return EXIT_OK if all(not i.errors for i in inspections) else EXIT_UNUSABLE
@@ -456,26 +548,32 @@ def build_check_data_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="ensemble-eval check-data",
         allow_abbrev=False,
-        description="Decode every image of a dataset (nothing else) and list each problem, before an expensive run.",
-        epilog="exit status: 0 every image is usable, 1 some are not (listed), 2 bad command line or dataset.",
+        description="List a dataset as a run does and decode every image (nothing else); print each problem "
+        "(unreadable folders, special files, broken links, undecodable images) and what was ignored.",
+        epilog="exit status: 0 every image is usable, 1 some image or entry is not (listed), 2 bad command line "
+        "or dataset.",
     )
     p.add_argument("data", metavar="DIR", help="image root: one folder per WordNet id, or flat with --labels")
     p.add_argument("--labels", metavar="FILE", help="labels for a flat folder (CSV, LOC_val_solution.csv, devkit)")
-    p.add_argument("--workers", type=_non_negative_int, default=None, metavar="N", help="decoding processes")
+    p.add_argument("--workers", type=_workers, default=None, metavar="N", help="decoding processes")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
 
 def run_check_data(args: argparse.Namespace) -> int:
+    from .listing import display_path, list_dataset
+
+    listing = list_dataset(args.data, args.labels)  # before torch is imported: bad --data answers at once
+
     from tqdm import tqdm
 
     from .config import DEFAULT_WORKERS
     from .crops import CropScheme
-    from .data import list_samples, scan_images
+    from .data import scan_images
 
-    samples = list_samples(args.data, args.labels)
+    samples = listing.samples
     workers = DEFAULT_WORKERS if args.workers is None else args.workers
-    problems = []
+    undecodable = []
     start = time.perf_counter()
     for sample, problem in tqdm(
         scan_images(samples, CropScheme(), workers),
@@ -485,13 +583,19 @@ def run_check_data(args: argparse.Namespace) -> int:
         desc="decoding",
     ):
         if problem:
-            problems.append((sample.rel_path, problem))
-    for rel_path, problem in problems:
-        print(f"{rel_path}: {problem}")
+            undecodable.append((sample.rel_path, problem))
     seconds = time.perf_counter() - start
+    problems = sorted(listing.problems + undecodable)
+    for rel_path, problem in problems:
+        print(f"{display_path(rel_path)}: {problem}")
+    if listing.ignored:
+        print(listing.ignored_line())
+    others = len(listing.problems)
     print(
-        f"{len(samples)} images checked in {seconds:.1f} s: {len(samples) - len(problems)} usable, "
-        f"{len(problems)} with problems" + (" (an evaluation skips them; --strict stops at them)" if problems else "")
+        f"{len(samples)} images checked in {seconds:.1f} s: {len(samples) - len(undecodable)} usable, "
+        f"{len(undecodable)} with problems"
+        + (f"; {others} other {'entry' if others == 1 else 'entries'} of {args.data} cannot be used" if others else "")
+        + (" (an evaluation skips them; --strict stops at them)" if undecodable else "")
     )
     return EXIT_UNUSABLE if problems else EXIT_OK
 
@@ -521,6 +625,11 @@ def build_report_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of a finished evaluation")
     p.add_argument("--out", metavar="DIR", help="where the rebuilt files go (default RUN_DIR/report)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in --out that the report did not write or that were changed since it wrote them",
+    )
     p.add_argument("--members", nargs="+", metavar="ID", help="members to keep: indices (0 = first) or file names")
     p.add_argument("--merge", choices=list(MERGES), help="the merge mode to report (default: the run's)")
     p.add_argument("--crops", metavar="SET", help="the crop set of the summary line and per-class errors")
@@ -550,28 +659,20 @@ def _pick_members(wanted: list[str] | None, names: list[str]) -> list[int]:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .analysis import RunDirError, analyze, load_records, read_real_labels, records_from_logits
-    from .report import analysis_files, clear_outputs, run_text, with_analysis, write_json
+    from .analysis import analyze, load_records, read_real_labels, records_from_logits
+    from .report import OUTPUT_FILES, analysis_files, clear_outputs, read_summary, run_text, with_analysis, write_json
+    from .rundir import check_report_out, claim, record_files
 
     run = Path(args.run_dir)
-    try:
-        summary = json.loads((run / "summary.json").read_text())
-        assert isinstance(summary, dict) and isinstance(summary.get("models"), list)
-    except FileNotFoundError:
-        raise RunDirError(f"{run} holds no summary.json; pass the --out directory of a finished run") from None
-    except (OSError, ValueError, AssertionError) as exc:
-        raise RunDirError(f"{run / 'summary.json'} cannot be read ({exc.__class__.__name__}); evaluate again") from exc
+    summary = read_summary(run)
     out = Path(args.out) if args.out else run / "report"
-    if out.resolve() == run.resolve():
+    try:
+        same = out.resolve() == run.resolve()
+    except OSError:
+        same = False
+    if same:
         raise UserError(f"--out {out} is the run directory itself; the run's files are kept, choose another --out")
-    previous = out / "summary.json"
-    if previous.exists():
-        try:
-            is_report = "rebuilt_from" in json.loads(previous.read_text())
-        except (OSError, ValueError, TypeError):
-            is_report = False
-        if not is_report:
-            raise UserError(f"--out {out} holds results that are not a report's; choose another --out")
+    check_report_out(out, args.overwrite, OUTPUT_FILES)
 
     records = load_records(run)
     ids = _pick_members(args.members, records.member_names)
@@ -603,7 +704,7 @@ def run_report(args: argparse.Namespace) -> int:
     if args.real_labels:
         real = read_real_labels(args.real_labels, summary.get("num_classes", 1000))
     analysis = analyze(
-        records, crops, int(summary.get("num_classes", 1000)), "table" in summary, real, args.real_labels or ""
+        records, crops, summary.get("num_classes", 1000), "table" in summary, real, args.real_labels or ""
     )
     record = with_analysis(summary | {"crops": crops}, analysis, ids)
     record["num_crops"] = records.crops_per_set[crops]
@@ -611,10 +712,11 @@ def run_report(args: argparse.Namespace) -> int:
     record["run_dir"] = str(run)
     if differing is not None:
         record["top1_predictions_differing_from_run"] = differing
-    out.mkdir(parents=True, exist_ok=True)
-    clear_outputs(out)
+    claim(out, "report")
+    clear_outputs(out, unchanged_only=not args.overwrite)  # a stale curve.png of an earlier report goes too
     written = ["summary.json"] + analysis_files(out, record)
     write_json(out / "summary.json", record)
+    record_files(out, "report", written, forget=list(OUTPUT_FILES))
     text = run_text(record, written, out, None, None)
     print(
         f"rebuilt from {run / source.split()[0]}"
@@ -624,9 +726,43 @@ def run_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _stop_signals():
+    """Ctrl-C and SIGTERM (a scheduler's pre-emption) both stop a run the same way: the finished
+    batches are saved and the resume command printed. Installed explicitly (a process started in
+    the background by a script begins with SIGINT ignored) and restored afterwards, so a caller of
+    main() in the same process keeps its own."""
+    import signal
+
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = [signal.signal(s, signal.default_int_handler) for s in wanted]
+    except ValueError:  # not the main thread (main() called from a thread): leave them
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in zip(wanted, previous):
+            signal.signal(s, handler)
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for a file-system failure no check foresaw (a path under /proc, a name too long, ...)."""
+    where = f" {printable(str(exc.filename))}" if exc.filename else ""
+    where = where if len(where) < 200 else where[:200] + "..."
+    return f"cannot use{where}: {exc.strerror or exc}; check the path and its permissions"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with _stop_signals():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
+    verbose = "-v" in argv or "--verbose" in argv
     try:
         if argv and argv[0] == "report":
             return run_report(build_report_parser().parse_args(argv[1:]))
@@ -650,7 +786,12 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger().setLevel(logging.DEBUG)
         return run_eval(config)
     except UserError as exc:
-        print(f"ensemble-eval: error: {exc}", file=sys.stderr)
+        print(f"ensemble-eval: error: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # the last net: a file-system failure is one line, never a traceback
+        if verbose:
+            log.exception("file-system error")
+        print(f"ensemble-eval: error: {_os_error_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("ensemble-eval: interrupted; no result files were written", file=sys.stderr)

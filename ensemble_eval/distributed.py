@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads the world before importing it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ def init(world: World, device: torch.device) -> torch.device:
     """Join the process group (NCCL on CUDA, gloo on CPU); the device this process uses."""
     if not world.distributed:
         return device
+    import torch
     import torch.distributed as dist
 
     if device.type == "cuda":
@@ -73,6 +76,7 @@ def all_reduce_sum(values: list[int], world: World, device: torch.device) -> lis
     """The element-wise sum of every process's `values` (small integer vectors), on every process."""
     if not world.distributed:
         return values
+    import torch
     import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.int64, device=device)

@@ -15,8 +15,10 @@ count, and a kill loses at most `save_every` images per process or `save_interva
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +32,7 @@ from . import distributed as D
 from .checkpoints import Member
 from .crops import CropScheme
 from .data import DataError, Sample
-from .ensemble import Accumulator, BatchResult, EvalResult, Plan, run_batches
+from .ensemble import Accumulator, BatchResult, EvalResult, NonFiniteOutputs, Plan, run_batches
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED
 
 log = logging.getLogger(__name__)
@@ -63,14 +65,26 @@ def progress_bar(total: int, enabled: bool, initial: int = 0):
 class Progress:
     """The bar and the world's running counts (rank 0 shows them)."""
 
-    def __init__(self, total: int, enabled: bool, initial: int, crops_per_image: int, num_members: int):
-        self.bar = progress_bar(total, enabled, initial)
+    def __init__(
+        self,
+        total: int,
+        enabled: bool,
+        crops_per_image: int,
+        num_members: int,
+        done: tuple[int, int, int, int] = (0, 0, 0, 0),
+    ):
+        """`done`: (images, skipped, top-1 hits, top-5 hits) of the earlier sessions of a resumed run:
+        the bar starts there and its running errors cover the whole run."""
+        images, skipped, top1, top5 = done
+        self.bar = progress_bar(total, enabled, images + skipped)
         self.enabled = enabled
         self.forward_passes = crops_per_image * num_members
-        self.images = self.top1 = self.top5 = 0
+        self.session_images = 0  # for the rate: this session's images over this session's time
+        self.images, self.top1, self.top5 = images, top1, top5
         self.start = time.perf_counter()
 
     def add(self, images: int, skipped: int, top1: int, top5: int) -> None:
+        self.session_images += images
         self.images += images
         self.top1 += top1
         self.top5 += top5
@@ -78,7 +92,7 @@ class Progress:
             elapsed = max(time.perf_counter() - self.start, 1e-9)
             self.bar.set_postfix(
                 {
-                    "crops/s": f"{self.images * self.forward_passes / elapsed:.1f}",
+                    "crops/s": f"{self.session_images * self.forward_passes / elapsed:.1f}",
                     "top1_err": f"{100 * (1 - self.top1 / self.images):.2f}%",
                     "top5_err": f"{100 * (1 - self.top5 / self.images):.2f}%",
                 },
@@ -119,38 +133,70 @@ def evaluate_batches(
     set_index = plan.set_names.index(plan.requested_set)
     batches = run_batches(samples, mine, plan, members, device, workers, channels_last, compile)
     pending: list[BatchResult] = []
-    failure = None
+    failure = None  # (kind, text) of the first problem that stops the run: "data" (--strict) or "nonfinite"
     since_save = 0  # the world's images since the last save (rank 0's count)
     last_save = time.monotonic()
-    for step in range(steps):
-        result = next(batches, None) if step < len(mine) else None
-        counts = [0, 0, 0, 0]
-        if result is not None:
-            hits = result.hits[:, -1, set_index]  # the ensemble, requested set: [B, 2]
-            counts = [int(result.indices.shape[0]), len(result.failures), *(int(v) for v in hits.sum(axis=0))]
-            if strict and result.failures and failure is None:
-                position, reason = result.failures[0]
-                failure = f"{samples[position].rel_path}: {reason}"
-            elif failure is None:
-                pending.append(result)
-        due = since_save + counts[0] + counts[1] >= saving.every_images * world.world_size
-        due = due or time.monotonic() - last_save >= saving.interval
-        flags = [int(world.is_main and due), int(failure is not None)]
-        world_counts = D.all_reduce_sum(counts + flags, world, device)
-        images, skipped, top1, top5, save_now, stop = world_counts
-        if world.is_main:
-            progress.add(images, skipped, top1, top5)
-        since_save += images + skipped
-        if save_now or stop or step == steps - 1:
-            gathered = D.gather_to_main((pending, failure), world)
-            stopped = None
+    try:
+        for step in range(steps):
+            result = next(batches, None) if step < len(mine) else None
+            counts = [0, 0, 0, 0]
+            if result is not None and result.problem is not None:
+                failure = failure or ("nonfinite", result.problem)
+            elif result is not None:
+                hits = result.hits[:, -1, set_index]  # the ensemble, requested set: [B, 2]
+                counts = [int(result.indices.shape[0]), len(result.failures), *(int(v) for v in hits.sum(axis=0))]
+                if strict and result.failures and failure is None:
+                    position, reason = result.failures[0]
+                    failure = ("data", f"{samples[position].rel_path}: {reason}")
+                elif failure is None:
+                    pending.append(result)
+            due = since_save + counts[0] + counts[1] >= saving.every_images * world.world_size
+            due = due or time.monotonic() - last_save >= saving.interval
+            flags = [int(world.is_main and due), int(failure is not None)]
+            world_counts = D.all_reduce_sum(counts + flags, world, device)
+            images, skipped, top1, top5, save_now, stop = world_counts
             if world.is_main:
-                save([r for part, _ in gathered for r in part])
-                stopped = next((f for _, f in gathered if f), None)
-            pending, since_save, last_save = [], 0, time.monotonic()
-            if stop:
-                stopped = D.broadcast_from_main(stopped, world)
-                raise DataError(f"cannot decode image {stopped}{strict_hint}", reason=stopped.split(": ", 1)[-1])
+                progress.add(images, skipped, top1, top5)
+            since_save += images + skipped
+            if save_now or stop or step == steps - 1:
+                gathered = D.gather_to_main((pending, failure), world)
+                stopped = None
+                if world.is_main:
+                    save([r for part, _ in gathered for r in part])
+                    stopped = next((f for _, f in gathered if f), None)
+                pending, since_save, last_save = [], 0, time.monotonic()
+                if stop:
+                    _raise_failure(D.broadcast_from_main(stopped, world), strict_hint)
+    except KeyboardInterrupt:
+        if world.world_size == 1 and pending:  # keep the finished batches (a torchrun world saves at its steps)
+            with _signals_held():
+                save(pending)
+        raise
+
+
+def _raise_failure(failure: tuple[str, str], strict_hint: str) -> None:
+    kind, text = failure
+    if kind == "nonfinite":
+        raise NonFiniteOutputs(text)
+    raise DataError(f"cannot decode image {text}{strict_hint}", reason=text.split(": ", 1)[-1])
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM wait while the finished batches are saved (a second Ctrl-C must not cut it)."""
+    import signal
+
+    held = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = [signal.signal(s, signal.SIG_IGN) for s in held]
+    except ValueError:  # not the main thread: nothing to hold
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in zip(held, previous):
+            signal.signal(s, handler)
 
 
 def evaluate(
@@ -185,7 +231,7 @@ def evaluate(
             probs[r.indices] = r.probs
             evaluated[r.indices] = True
 
-    bar = Progress(len(samples), progress, 0, plan.crops_per_image, len(members))
+    bar = Progress(len(samples), progress, plan.crops_per_image, len(members))
     start = time.perf_counter()
     try:
         todo = list(range(plan.num_batches(len(samples))))
@@ -225,25 +271,28 @@ def _resume_command(out: Path) -> str:
     return "ensemble-eval " + " ".join(args) + " --resume"
 
 
-def _open_store(store, config, members, samples, plan, world: D.World) -> set[int]:
-    """Rank 0 starts or resumes the progress store (damaged chunks named on stderr); every
-    process gets the finished batch ids, or the same ResumeError."""
-    from .runstate import ResumeError, fingerprint
+def _open_store(store, config, members, samples, plan, world: D.World):
+    """Rank 0 starts or resumes the progress store (chunks set aside named on stderr); every
+    process gets what it holds (runstate.Opened), or the same ResumeError."""
+    from .runstate import Opened, ResumeError, fingerprint
 
-    opened: tuple = (set(), None)
+    opened: tuple = (Opened(), None)
     if world.is_main:
         try:
             fp = fingerprint(members, samples, plan)
-            done, damaged = store.open(fp, plan, len(samples), members[0].num_classes, config.resume, config.overwrite)
-            for line in damaged:
+            workers = max(1, config.workers)
+            found = store.open(
+                fp, plan, samples, members[0].num_classes, config.resume, config.overwrite, workers=workers
+            )
+            for line in found.problems:
                 print(f"ensemble-eval: {line}", file=sys.stderr)
-            opened = (done, None)
+            opened = (found, None)
         except ResumeError as exc:
-            opened = (set(), str(exc))
-    done, problem = D.broadcast_from_main(opened, world)
+            opened = (Opened(), str(exc))
+    found, problem = D.broadcast_from_main(opened, world)
     if problem:
         raise ResumeError(problem)
-    return done
+    return found
 
 
 def _batch_choice(config, store, members, samples, set_names, device, world: D.World):
@@ -284,12 +333,11 @@ def _batch_choice(config, store, members, samples, set_names, device, world: D.W
     return choice
 
 
-def run_evaluation(config, out: Path, samples, members, device, set_names, real) -> int:
+def run_evaluation(config, out: Path, samples, members, device, set_names, real, data_report=None) -> int:
     """The evaluation proper: sharded over torchrun processes, saved in chunks, resumable.
 
-    Writes the result files into `out` on rank 0 and prints the report; returns the exit code."""
-    import signal
-
+    Writes the result files into `out` on rank 0 and prints the report; returns the exit code.
+    `data_report`: what under --data was not evaluated (listing.Listing.to_dict), for summary.json."""
     from .runstate import ProgressStore, disk_error
 
     world = D.world_from_env()
@@ -309,12 +357,11 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, real)
         seed=config.seed,
         save_statistics=config.save_logits,
     )
-    done = _open_store(store, config, members, samples, plan, world)
-    remaining = [b for b in range(plan.num_batches(len(samples))) if b not in done]
-    done_images = sum(min(plan.images_per_batch, len(samples) - b * plan.images_per_batch) for b in done)
-    if done and world.is_main:
+    opened = _open_store(store, config, members, samples, plan, world)
+    remaining = [b for b in range(plan.num_batches(len(samples))) if b not in opened.done]
+    if opened.done and world.is_main:
+        done_images = opened.images + opened.skipped
         print(f"resuming {out}: {done_images} of {len(samples)} images already done", file=sys.stderr)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # pre-emption: save and stop like Ctrl-C
 
     def save(results: list[BatchResult]) -> None:
         try:
@@ -322,10 +369,8 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, real)
         except OSError as exc:  # a full disk or lost permissions: stop with what is saved
             raise disk_error(exc, out, _resume_command(out)) from exc
 
-    progress = Progress(
-        len(samples), config.progress and world.is_main, done_images, plan.crops_per_image, len(members)
-    )
-    start = time.perf_counter()
+    done = (opened.images, opened.skipped, opened.top1, opened.top5)
+    progress = Progress(len(samples), config.progress and world.is_main, plan.crops_per_image, len(members), done)
     try:
         evaluate_batches(
             samples,
@@ -347,20 +392,22 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, real)
         progress.close()  # before the message, so the bar does not overwrite it
         if world.is_main:
             print(
-                f"ensemble-eval: interrupted; progress saved in {out / 'progress'}; resume with:\n"
-                f"  {_resume_command(out)}",
+                f"ensemble-eval: interrupted: {store.saved_images} of {len(samples)} images are saved in "
+                f"{out / 'progress'}; resume with:\n  {_resume_command(out)}",
                 file=sys.stderr,
             )
         D.finish(world)
         return EXIT_INTERRUPTED
     finally:
         progress.close()
-    seconds = time.perf_counter() - start
 
     code = EXIT_OK
     if world.is_main:
         try:
-            code = _finish(config, out, store, samples, plan, members, device, choice, real, done, seconds, world)
+            resumed = bool(opened.done)
+            code = _finish(
+                config, out, store, samples, plan, members, device, choice, real, resumed, world, data_report
+            )
         except OSError as exc:
             raise disk_error(exc, out, _resume_command(out)) from exc
     code = D.broadcast_from_main(code, world)
@@ -368,14 +415,18 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, real)
     return code
 
 
-def _finish(config, out, store, samples, plan, members, device, choice, real, done, seconds, world) -> int:
+def _finish(config, out, store, samples, plan, members, device, choice, real, resumed, world, data_report) -> int:
     """Rank 0, every batch done: predictions.npz (and logits.npz) from the chunks, the analysis,
-    summary.json and the other files, the report on the terminal; then progress/ goes."""
+    the other files, summary.json last (the results are complete once it exists), the report on
+    the terminal; then progress/ goes. A kill at any point here leaves a run that --resume
+    finishes: before summary.json every chunk is still there; after it, only the removal of
+    progress/ remains."""
     from .analysis import analyze, load_records
     from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis, write_json
+    from .rundir import record_files
     from .runstate import assemble
 
-    clear_outputs(out)
+    clear_outputs(out)  # what an earlier, interrupted final write of this run left
     names = [m.name for m in members]
     num_classes = members[0].num_classes
     total = assemble(store, samples, plan, names, num_classes, out)
@@ -384,21 +435,43 @@ def _finish(config, out, store, samples, plan, members, device, choice, real, do
         set_names=list(plan.set_names),
         crops_per_set=plan.crops_per_set,
         crops_per_image=plan.crops_per_image,
-        tally=total.tally(),
+        tally=total.counts.tally(),
         probs=None,
         requested_set=config.crops,
-        seconds=seconds,
-        skipped=[(samples[i].rel_path, reason) for i, reason in total.skipped],
-        resumed=bool(done),
+        seconds=total.seconds,
+        skipped=[(samples[i].rel_path, reason) for i, reason in total.counts.skipped],
+        resumed=resumed or total.sessions > 1,
         world_size=world.world_size,
         merges=plan.merges,
+        sessions=total.sessions,
     )
     records = load_records(out)
     analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "")
     record = with_analysis(summary_record(config, members, result, device, choice), analysis)
-    written = ["summary.json", "predictions.npz"] + (["logits.npz"] if config.save_logits else [])
+    record["data_listing"] = data_report or {"problems": [], "ignored": {}}
+    written = ["predictions.npz"] + (["logits.npz"] if config.save_logits else [])
     written += analysis_files(out, record)
     write_json(out / "summary.json", record)
-    print(run_text(record, written, out, seconds, str(device)), end="")
+    written = ["summary.json", *written]
+    record_files(out, "run", written)
+    print(run_text(record, written, out, total.seconds, str(device)), end="")
     store.finish()
     return EXIT_SKIPPED if result.skipped else EXIT_OK
+
+
+def finished_run(out: Path) -> int:
+    """`--resume` of a run whose results are complete (a kill came after summary.json): remove what is
+    left of its progress, show its results; the exit code it had."""
+    from .analysis import RunDirError
+    from .report import read_summary, run_text
+    from .runstate import ProgressStore
+
+    record = read_summary(out)
+    try:
+        ProgressStore(out).finish()
+    except OSError as exc:
+        raise RunDirError(f"cannot remove the finished progress in {out} ({exc.strerror}); remove it by hand") from exc
+    print(f"ensemble-eval: {out} is finished; its results:", file=sys.stderr)
+    names = sorted(n for n in os.listdir(out) if not n.startswith("."))
+    print(run_text(record, names, out, record.get("seconds"), record.get("device")), end="")
+    return EXIT_SKIPPED if record.get("num_skipped") else EXIT_OK

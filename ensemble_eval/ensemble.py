@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch import nn
 from .checkpoints import Member
 from .crops import CropScheme
 from .data import Sample, Views, crop_loader
+from .errors import UserError
 from .merge import CropGroups, class_dtype, curve_subsets, group_statistics, merge_records, statistics_for, table_rows
 from .metrics import Tally, hits_from_top5
 
@@ -258,6 +259,38 @@ class BatchResult:
     confidence: np.ndarray | None = None  # float32 [B, M + 1, S, R]: the highest probability
     subset_correct: np.ndarray | None = None  # int64 [U, S, R, 2]: top-1/top-5 correct per member subset
     statistics: dict[str, np.ndarray] = field(default_factory=dict)  # float16 [B, M, G, C] per statistic
+    files: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # int64 [B, 3]: size, mtime, digest
+    failure_files: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # int64 [F, 3], likewise
+    problem: str | None = None  # set (and nothing else) when a member's outputs were not finite: the batch is unusable
+
+
+class NonFiniteOutputs(UserError):
+    """A member gave NaN or infinite outputs: no number computed from them would be right."""
+
+
+def nonfinite_problem(
+    logits: torch.Tensor, statistics: dict[str, torch.Tensor], names: list[str], paths: list[str], views: list[str]
+) -> str | None:
+    """None when every logit and every per-group statistic is finite; else a line naming the first
+    member, image and view where they are not.
+
+    logits: float32 [M, B, K, C]; statistics: {name: float32 [M, B, G, C]}; names: M member names;
+    paths: B image paths; views: K view names."""
+    finite = torch.isfinite(logits).all() & all(torch.isfinite(s).all() for s in statistics.values())
+    if bool(finite):
+        return None
+    bad = ~torch.isfinite(logits).all(dim=-1)  # [M, B, K]
+    where = "view"
+    if not bool(bad.any()):  # finite logits whose averages overflow (|logit| near the float32 limit)
+        bad = torch.stack([~torch.isfinite(s).all(dim=-1).any(dim=-1) for s in statistics.values()]).any(0)
+        bad, where = bad[..., None], "average over its crops"
+    m, b, k = (int(i) for i in bad.nonzero()[0])
+    value = "NaN" if bool(torch.isnan(logits[m, b, k]).any()) else "infinite values"
+    view = f"view {views[k]}" if where == "view" else where
+    return (
+        f"member {names[m]} gives {value} on {paths[b]} ({view}); no result is computed from it: check the "
+        "member with `ensemble-eval validate --data`, its input convention (mean, std, input_scale) or --precision"
+    )
 
 
 FLOAT16_MAX = 65504.0
@@ -283,14 +316,23 @@ def per_image_layout(plan: Plan, num_classes: int) -> dict[str, tuple[type, tupl
     return layout
 
 
-def empty_result(batch_id: int, plan: Plan, num_classes: int, failures: list[tuple[int, str]]) -> BatchResult:
+def empty_result(
+    batch_id: int,
+    plan: Plan,
+    num_classes: int,
+    failures: list[tuple[int, str]],
+    failure_files: np.ndarray | None = None,
+) -> BatchResult:
     empty = {f: np.zeros((0, *shape), dtype) for f, (dtype, shape) in per_image_layout(plan, num_classes).items()}
     counts = np.zeros((len(plan.subsets), len(plan.set_names), len(plan.merges), 2), np.int64)
     statistics = {f.removeprefix("stat_"): a for f, a in empty.items() if f.startswith("stat_")}
     per_image = {f: a for f, a in empty.items() if not f.startswith("stat_")}
-    return BatchResult(
+    result = BatchResult(
         batch_id, np.zeros(0, np.int64), failures=failures, subset_correct=counts, statistics=statistics, **per_image
     )
+    if failure_files is not None:
+        result.failure_files = failure_files
+    return result
 
 
 def run_batches(
@@ -308,6 +350,9 @@ def run_batches(
     runners = place_members(members, device, channels_last, compile)
     groups = plan.groups
     names = statistics_for(plan.merges)
+    member_names = [m.name for m in members]
+    keys = plan.scheme.keys()
+    view_names = ["/".join(map(str, keys[i].as_tuple())) for i in plan.indices]
     loader = crop_loader(
         samples,
         plan.scheme,
@@ -318,14 +363,20 @@ def run_batches(
     )
     for batch_id, (batch, crops, targets) in zip(batch_ids, on_device(loader, device)):
         if batch.indices.numel() == 0:
-            yield empty_result(batch_id, plan, members[0].num_classes, batch.failures)
+            yield empty_result(batch_id, plan, members[0].num_classes, batch.failures, batch.failure_files.numpy())
             continue
         with torch.inference_mode():
             logits = member_logits(crops, runners, plan.batch_size, channels_last, plan.precision)  # [M, B, K, C]
             statistics = group_statistics(logits, groups, names)  # {name: [M, B, G, C]}
-            records, subset_correct, requested = merge_records(
-                statistics, targets, groups, plan.subsets, plan.merges, plan.set_names.index(plan.requested_set)
-            )
+            paths = [samples[i].rel_path for i in batch.indices.tolist()]
+            problem = nonfinite_problem(logits, statistics, member_names, paths, view_names)
+            if problem is None:
+                records, subset_correct, requested = merge_records(
+                    statistics, targets, groups, plan.subsets, plan.merges, plan.set_names.index(plan.requested_set)
+                )
+        if problem is not None:
+            yield replace(empty_result(batch_id, plan, members[0].num_classes, []), problem=problem)
+            continue
         hits = hits_from_top5(records["top5"][..., 0, :], batch.targets.numpy())  # first merge
         saved = {}
         if plan.save_statistics:
@@ -344,6 +395,8 @@ def run_batches(
             records["confidence"],
             subset_correct,
             saved,
+            batch.files.numpy(),
+            batch.failure_files.numpy(),
         )
 
 
@@ -425,6 +478,7 @@ class EvalResult:
     resumed: bool = False
     world_size: int = 1
     merges: tuple[str, ...] = ("mean-prob",)
+    sessions: int = 1  # sessions of a resumed run (seconds covers them all)
 
     @property
     def num_images(self) -> int:

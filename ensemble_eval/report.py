@@ -8,12 +8,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from .crops import set_label
+from .errors import printable, short_repr
+from .fileio import atomic_write_bytes, atomic_write_text, write_json  # noqa: F401  (write_json: for callers)
 
 
 def _pct(x: float) -> str:
@@ -219,14 +220,40 @@ def _csv(fields: list[str], rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def read_summary(run_dir: Path) -> dict:
+    """A finished run's summary.json, with the fields a report reads checked (RunDirError otherwise)."""
+    from .analysis import RunDirError
+    from .fileio import read_regular_file
+
+    path = Path(run_dir) / "summary.json"
+    try:
+        record = json.loads(read_regular_file(path, 256 << 20))
+    except FileNotFoundError:
+        raise RunDirError(f"{run_dir} holds no summary.json; pass the --out directory of a finished run") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise RunDirError(f"{path} cannot be read ({exc.__class__.__name__}); evaluate again") from exc
+    problem = _summary_problem(record)
+    if problem:
+        raise RunDirError(f"{path} is not a summary ensemble-eval wrote ({problem}); evaluate again")
+    return record
 
 
-def write_json(path: Path, record: dict) -> None:
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+def _summary_problem(record: object) -> str | None:
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    models = record.get("models")
+    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str) for m in models):
+        return "models is not a list of members"
+    n = record.get("num_classes", 1000)
+    if type(n) is not int or n < 1:
+        return f"num_classes is {short_repr(n)}, not a positive integer"
+    for key in ("crops", "merge", "device"):
+        if key in record and not isinstance(record[key], str):
+            return f"{key} is {short_repr(record[key])}, not a string"
+    for key in ("seconds", "num_skipped"):
+        if record.get(key) is not None and (isinstance(record[key], bool) or not isinstance(record[key], (int, float))):
+            return f"{key} is {short_repr(record[key])}, not a number"
+    return None
 
 
 CURVE_FIELDS = ["models", "crops", "crop_set", "merge", "num_subsets", "all_subsets", "top1_err_mean", "top1_err_min"]
@@ -282,10 +309,10 @@ def plot_curve(curve: list[dict], merge: str, path: Path) -> bool:
     axes[1].legend(fontsize=8)
     fig.suptitle(f"Error vs ensemble size ({merge}; line: mean over member subsets, band: min-max)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, png.getvalue())
     return True
 
 
@@ -402,6 +429,7 @@ def summary_record(config, members, result, device, choice) -> dict:
         "save_logits": config.save_logits,
         "seconds": round(result.seconds, 3),
         "resumed": bool(result.resumed),
+        "sessions": int(result.sessions),
         "world_size": int(result.world_size),
         "images_per_second": round(result.num_images / result.seconds, 3) if result.seconds else None,
         "crops_per_image": result.crops_per_image,
@@ -418,10 +446,12 @@ def summary_record(config, members, result, device, choice) -> dict:
     }
 
 
-def clear_outputs(out: Path) -> None:
-    """Remove an earlier run's result files (--overwrite): none may stay beside the new ones."""
-    for stale in OUTPUT_FILES:
-        (out / stale).unlink(missing_ok=True)
+def clear_outputs(out: Path, unchanged_only: bool = False) -> None:
+    """Remove an earlier run's result files: none may stay beside the new ones (`unchanged_only`:
+    only those the directory's marker records as written by the tool and unchanged since)."""
+    from .rundir import remove_own
+
+    remove_own(out, OUTPUT_FILES, unchanged_only)
 
 
 def run_text(record: dict, written: list[str], out: Path, seconds: float | None, device: str | None) -> str:
@@ -454,7 +484,7 @@ def render_validation(inspections, quick: dict[str, dict]) -> str:
     rows = []
     for ins in inspections:
         row = [
-            ins.name,
+            printable(ins.name),
             (ins.sha256 or "-")[:12],
             ins.format + (f" ({ins.weights})" if ins.weights else ""),
             ins.arch.name if ins.arch else "-",
@@ -481,7 +511,7 @@ def render_validation(inspections, quick: dict[str, dict]) -> str:
     lines = [format_text_table(header, rows), ""]
     for ins in inspections:
         for label, items in (("ERROR", ins.errors), ("WARN", ins.warnings), ("note", ins.notes)):
-            lines += [f"{ins.name}: {label}: {item}" for item in items]
+            lines += [printable(f"{ins.name}: {label}: {item}") for item in items]
     if quick:
         n = next(iter(quick.values()))["num_images"]
         lines.append(
@@ -493,8 +523,12 @@ def render_validation(inspections, quick: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+VALIDATE_TOOL = "ensemble-eval validate"  # the "tool" of a validate --json file: such a file may be replaced
+
+
 def validation_record(inspections, quick: dict[str, dict]) -> dict:
     return {
+        "tool": VALIDATE_TOOL,
         "checkpoints": [i.to_dict() | ({"quick": quick[i.path]} if i.path in quick else {}) for i in inspections],
         "usable": all(not i.errors for i in inspections),
     }

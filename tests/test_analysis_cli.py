@@ -159,7 +159,7 @@ def test_report_user_errors_are_one_line(run, tmp_path, capsys):
     shutil.copytree(run, damaged)
     (damaged / "predictions.npz").write_bytes((run / "predictions.npz").read_bytes()[:5000])
     cases.append((["report", str(damaged)], "predictions.npz cannot be read"))
-    cases.append((["report", str(run), "--out", str(damaged)], "holds results that are not a report's"))
+    cases.append((["report", str(run), "--out", str(damaged)], "holds a run's results, not a report"))
     no_logits = tmp_path / "no_logits"
     shutil.copytree(run, no_logits)
     (no_logits / "logits.npz").unlink()

@@ -77,7 +77,7 @@ def test_table_run_prints_and_writes_everything(full_runs, demo_ckpts):
     assert table.count("best member (") == 3 and table.count("all members") == 3
     assert "img/s" in proc.stderr and "crops/s" in proc.stderr and "top5_err" in proc.stderr  # progress bar
     run = out / "run1"
-    assert sorted(p.name for p in run.iterdir()) == [
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [
         "curve.csv",
         "curve.png",
         "per_class.csv",
@@ -379,7 +379,7 @@ def test_duplicate_members_are_refused_and_identical_files_warned(demo_ckpts, tm
 def test_out_dir_problems_are_found_before_evaluating(demo_ckpts, tmp_path, capsys):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
-    for out, needle in [(blocker, "is a file"), (blocker / "sub", "cannot be created")]:
+    for out, needle in [(blocker, "is a file"), (blocker / "sub", "is inside a file")]:
         assert main(["--models", str(demo_ckpts[0]), "--data", str(DATA), "--out", str(out)]) == 2
         assert needle in _error_line(capsys.readouterr().err)
 
@@ -403,7 +403,8 @@ def test_overwrite_replaces_every_file_of_the_earlier_run(demo_ckpts, tmp_path):
     for name in ("table.md", "table.csv", "curve.csv", "curve.png", "merges.csv", "logits.npz"):
         assert (tmp_path / name).exists()
     assert main([*args, "--models", str(demo_ckpts[0]), "--crops", "1", "--overwrite"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["per_class.csv", "predictions.npz", "summary.json"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [".ensemble-eval.json", ".lock", "per_class.csv", "predictions.npz", "summary.json"]
     assert json.loads((tmp_path / "summary.json").read_text())["crops"] == "1"
 
 

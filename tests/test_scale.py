@@ -175,7 +175,7 @@ def test_resume_refusals(tmp_path, demo_ckpts, capsys):
         16,
     )
     fp = fingerprint(load_members([str(demo_ckpts[0])]), samples, plan)
-    ProgressStore(out).open(fp, plan, len(samples), 1000, False, False)
+    ProgressStore(out).open(fp, plan, samples, 1000, False, False)
     assert main([*base, "--out", str(out)]) == 2
     assert "holds an unfinished run; pass --resume" in capsys.readouterr().err
     for extra, needle in [
