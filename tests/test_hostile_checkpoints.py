@@ -520,6 +520,26 @@ def test_a_corrupt_pt2_is_one_line_without_torchs_log(corrupt_pt2, tmp_path, cap
 # E. All of it at once
 
 
+def _hostile_programs(folder: Path, targets: Path) -> None:
+    """TorchScript archives writing a file inside torch.jit.load and in forward, one printing, and a .pt2
+    whose graph names aten::from_file (see test_hostile_programs.py, which shows each one writing)."""
+    from test_hostile_programs import Prints, Tiny, WritesOnForward, WritesOnLoad, _pt2_with_target
+    from test_hostile_programs import _save as save_program
+
+    save_program(torch.nn.Sequential(WritesOnLoad(str(targets / "by_setstate.bin")), Tiny()), folder / "load.ts")
+    save_program(WritesOnForward(str(targets / "by_forward.bin")).eval(), folder / "forward.ts")
+    save_program(Prints().eval(), folder / "prints.ts")
+    plain = targets / "tiny.pt2"
+    torch.export.save(torch.export.export(Tiny().eval(), (torch.zeros(2, 3, 8, 8),)), str(plain))
+    inputs = [
+        {"name": "filename", "arg": {"as_string": str(targets / "by_graph.bin")}, "kind": 1},
+        {"name": "shared", "arg": {"as_bool": True}, "kind": 1},
+        {"name": "size", "arg": {"as_int": 8}, "kind": 1},
+    ]
+    _pt2_with_target(plain, folder / "graph.pt2", "torch.ops.aten.from_file.default", inputs)
+    plain.unlink()
+
+
 def test_validate_on_a_folder_of_hostile_files(tmp_path, bomb_dir, corrupt_pt2, small_state):
     folder = tmp_path / "hostile"
     folder.mkdir()
@@ -537,6 +557,7 @@ def test_validate_on_a_folder_of_hostile_files(tmp_path, bomb_dir, corrupt_pt2, 
     (folder / "cut.pt2").write_bytes(corrupt_pt2.read_bytes())
     pickled = folder / "plain.pkl"
     pickled.write_bytes(pickle.dumps({"not": "torch"}, protocol=2))
+    _hostile_programs(folder, tmp_path)  # the programs of section 1: each would write a file or print
     files = sorted(p.name for p in folder.iterdir() if not p.name.endswith(".yaml"))
     home = tmp_path / "home"
     home.mkdir()
