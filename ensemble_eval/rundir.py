@@ -87,28 +87,21 @@ def read_marker(path: Path) -> dict | None:
     return data
 
 
-def _is_legacy_run(path: Path, entries: list[str]) -> bool:
-    """A run directory of a version before the marker: its manifest or summary reads as a run's."""
-    for name in (f"{PROGRESS_DIR}/manifest.json", "summary.json"):
+def _legacy_kind(path: Path, entries: list[str]) -> str | None:
+    """The kind ("legacy-report" or "legacy-run") of a directory of a version before the marker (its
+    summary.json or progress/manifest.json reads as a report's or a run's), else None."""
+    for name in ("summary.json", f"{PROGRESS_DIR}/manifest.json"):
         if name.split("/")[0] not in entries:
             continue
         try:
             data = json.loads(read_regular_file(path / name, 256 << 20, follow_links=False))
         except (OSError, ValueError, RecursionError):
             continue
-        if isinstance(data, dict) and isinstance(data.get("models"), list) and "rebuilt_from" not in data:
-            return True
-    return False
-
-
-def _is_legacy_report(path: Path, entries: list[str]) -> bool:
-    if "summary.json" not in entries:
-        return False
-    try:
-        data = json.loads(read_regular_file(path / "summary.json", 256 << 20, follow_links=False))
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and "rebuilt_from" in data
+        if isinstance(data, dict) and "rebuilt_from" in data:
+            return "legacy-report"
+        if isinstance(data, dict) and isinstance(data.get("models"), list):
+            return "legacy-run"
+    return None
 
 
 def inspect_out(path: str | os.PathLike | None, what: str = "--out") -> OutDir:
@@ -136,10 +129,8 @@ def inspect_out(path: str | os.PathLike | None, what: str = "--out") -> OutDir:
     marker = read_marker(path) if MARKER in entries else None
     if marker is not None:
         out.kind, out.files = marker["kind"], marker["files"]
-    elif _is_legacy_report(path, entries):
-        out.kind = "legacy-report"
-    elif _is_legacy_run(path, entries):
-        out.kind = "legacy-run"
+    else:
+        out.kind = _legacy_kind(path, entries)
     return out
 
 
