@@ -276,8 +276,8 @@ def nonfinite_problem(
 
     logits: float32 [M, B, K, C]; statistics: {name: float32 [M, B, G, C]}; names: M member names;
     paths: B image paths; views: K view names."""
-    finite = torch.isfinite(logits).all() & all(torch.isfinite(s).all() for s in statistics.values())
-    if bool(finite):
+    checks = [torch.isfinite(t).all() for t in (logits, *statistics.values())]
+    if bool(torch.stack(checks).all()):  # one device sync per batch
         return None
     bad = ~torch.isfinite(logits).all(dim=-1)  # [M, B, K]
     where = "view"
@@ -327,12 +327,17 @@ def empty_result(
     counts = np.zeros((len(plan.subsets), len(plan.set_names), len(plan.merges), 2), np.int64)
     statistics = {f.removeprefix("stat_"): a for f, a in empty.items() if f.startswith("stat_")}
     per_image = {f: a for f, a in empty.items() if not f.startswith("stat_")}
-    result = BatchResult(
-        batch_id, np.zeros(0, np.int64), failures=failures, subset_correct=counts, statistics=statistics, **per_image
+    if failure_files is None:
+        failure_files = np.zeros((0, 3), np.int64)
+    return BatchResult(
+        batch_id,
+        np.zeros(0, np.int64),
+        failures=failures,
+        subset_correct=counts,
+        statistics=statistics,
+        failure_files=failure_files,
+        **per_image,
     )
-    if failure_files is not None:
-        result.failure_files = failure_files
-    return result
 
 
 def run_batches(
