@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -432,52 +430,11 @@ def build_validate_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_json_target(target: str | None, inputs: list[str], overwrite: bool) -> None:
-    """validate --json FILE: never a checkpoint given, never a file validate did not write (unless
-    --overwrite), never through a link or into a FIFO; checked before any checkpoint is read."""
-    from .fileio import read_regular_file
-    from .report import VALIDATE_TOOL
-    from .rundir import OutDirError
-
-    if target in (None, "-"):
-        return
-    if not target.strip():
-        raise OutDirError("--json is empty; name a file, or give --json alone for standard output")
-    path = Path(target)
-    try:
-        exists = os.path.lexists(path)
-        for given in inputs:
-            if exists and os.path.exists(given) and os.path.samefile(given, path):
-                raise OutDirError(f"--json {target} is one of the checkpoints being validated; choose another file")
-        if not exists:
-            parent = path.absolute().parent
-            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-                raise OutDirError(f"--json {target} cannot be written ({parent} is not a writable directory)")
-            return
-        if path.is_symlink() or not path.is_file():
-            raise OutDirError(f"--json {target} exists and is not a regular file; choose another file")
-        if overwrite:
-            return
-        try:
-            data = json.loads(read_regular_file(path, 64 << 20, follow_links=False))
-        except (OSError, ValueError, RecursionError):
-            data = None
-    except OSError as exc:
-        raise OutDirError(f"--json {target[:80]} cannot be used ({exc.strerror or exc}); choose another file") from None
-    ours = isinstance(data, dict) and (
-        data.get("tool") == VALIDATE_TOOL or (isinstance(data.get("checkpoints"), list) and "usable" in data)
-    )
-    if not ours:
-        raise OutDirError(
-            f"--json {target} exists and is not a report of ensemble-eval validate; choose another file, "
-            "or pass --overwrite to replace it"
-        )
-
-
 def run_validate(args: argparse.Namespace) -> int:
     from .modelpaths import expand_model_paths
+    from .rundir import check_validate_json
 
-    _check_json_target(args.json, [c for c in args.checkpoints if ":" not in c], args.overwrite)
+    check_validate_json(args.json, [c for c in args.checkpoints if ":" not in c], args.overwrite)
     expand_model_paths(args.checkpoints, lenient=True, check_specs=False)  # before torch is imported
 
     from .checkpoints import check_together, inspect_checkpoint
@@ -660,7 +617,8 @@ def _pick_members(wanted: list[str] | None, names: list[str]) -> list[int]:
 
 def run_report(args: argparse.Namespace) -> int:
     from .analysis import analyze, load_records, read_real_labels, records_from_logits
-    from .report import OUTPUT_FILES, analysis_files, clear_outputs, read_summary, run_text, with_analysis, write_json
+    from .fileio import write_json
+    from .report import OUTPUT_FILES, analysis_files, clear_outputs, read_summary, run_text, with_analysis
     from .rundir import check_report_out, claim, record_files
 
     run = Path(args.run_dir)

@@ -422,7 +422,8 @@ def _finish(config, out, store, samples, plan, members, device, choice, real, re
     finishes: before summary.json every chunk is still there; after it, only the removal of
     progress/ remains."""
     from .analysis import analyze, load_records
-    from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis, write_json
+    from .fileio import write_json
+    from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis
     from .rundir import record_files
     from .runstate import assemble
 

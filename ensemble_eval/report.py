@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .crops import set_label
 from .errors import printable, short_repr
-from .fileio import atomic_write_bytes, atomic_write_text, write_json  # noqa: F401  (write_json: for callers)
+from .fileio import atomic_write_bytes, atomic_write_text
+from .rundir import VALIDATE_TOOL
 
 
 def _pct(x: float) -> str:
@@ -521,9 +522,6 @@ def render_validation(inspections, quick: dict[str, dict]) -> str:
     usable = sum(not i.errors for i in inspections)
     lines.append(f"{usable} of {len(inspections)} checkpoint(s) usable")
     return "\n".join(lines) + "\n"
-
-
-VALIDATE_TOOL = "ensemble-eval validate"  # the "tool" of a validate --json file: such a file may be replaced
 
 
 def validation_record(inspections, quick: dict[str, dict]) -> dict:

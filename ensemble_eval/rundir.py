@@ -10,7 +10,9 @@ files it wrote with their sizes and content hashes. The rules, checked before an
   another kind's directory) is refused in one line unless `--overwrite`;
 - a report replaces only files it wrote and that nobody changed since (the hashes in the
   marker); a hand-edited `table.md` is refused unless `--overwrite`;
-- `--out ''`, a file, an unwritable or uncreatable place: one line naming the fix.
+- `--out ''`, a file, an unwritable or uncreatable place: one line naming the fix;
+- `validate --json FILE` (check_validate_json) replaces only an earlier validate report (or
+  any file with --overwrite), never a checkpoint it validates, never through a link.
 
 Run directories of earlier versions carry no marker; they are recognised by their own
 files (a readable `progress/manifest.json` or `summary.json` of a run) and adopted.
@@ -43,6 +45,7 @@ PROGRESS_DIR = "progress"
 FINISHED_PROGRESS = ".progress-finished"  # progress/ renamed once the results are complete, then removed
 HASHED_UP_TO = 64 << 20  # files up to this size are recorded by content hash; larger ones by size and mtime
 MAX_MARKER_BYTES = 16 << 20
+VALIDATE_TOOL = "ensemble-eval validate"  # the "tool" of a validate --json file: such a file may be replaced
 
 
 class OutDirError(UserError):
@@ -293,6 +296,45 @@ def remove_own(path: Path, names: tuple[str, ...] | list[str], unchanged_only: b
         if unchanged_only and not (name in files and same_as_recorded(target, files[name])):
             continue
         target.unlink()
+
+
+def check_validate_json(target: str | None, inputs: list[str], overwrite: bool) -> None:
+    """validate --json FILE: never one of the checkpoints given (`inputs`), never a file validate did
+    not write (unless --overwrite), never through a link or into a FIFO; checked before any
+    checkpoint is read."""
+    if target in (None, "-"):
+        return
+    if not target.strip():
+        raise OutDirError("--json is empty; name a file, or give --json alone for standard output")
+    path = Path(target)
+    try:
+        exists = os.path.lexists(path)
+        for given in inputs:
+            if exists and os.path.exists(given) and os.path.samefile(given, path):
+                raise OutDirError(f"--json {target} is one of the checkpoints being validated; choose another file")
+        if not exists:
+            parent = path.absolute().parent
+            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                raise OutDirError(f"--json {target} cannot be written ({parent} is not a writable directory)")
+            return
+        if path.is_symlink() or not path.is_file():
+            raise OutDirError(f"--json {target} exists and is not a regular file; choose another file")
+        if overwrite:
+            return
+        try:
+            data = json.loads(read_regular_file(path, 64 << 20, follow_links=False))
+        except (OSError, ValueError, RecursionError):
+            data = None
+    except OSError as exc:
+        raise OutDirError(f"--json {target[:80]} cannot be used ({exc.strerror or exc}); choose another file") from None
+    ours = isinstance(data, dict) and (
+        data.get("tool") == VALIDATE_TOOL or (isinstance(data.get("checkpoints"), list) and "usable" in data)
+    )
+    if not ours:
+        raise OutDirError(
+            f"--json {target} exists and is not a report of ensemble-eval validate; choose another file, "
+            "or pass --overwrite to replace it"
+        )
 
 
 # ---------------------------------------------------------------------------------------
