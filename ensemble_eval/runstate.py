@@ -28,7 +28,7 @@ import numpy as np
 
 from .ensemble import PER_IMAGE_FIELDS, Accumulator, BatchResult, per_image_layout
 from .errors import UserError
-from .fileio import write_json
+from .fileio import atomic_path, write_json
 from .rundir import FINISHED_PROGRESS, PROGRESS_DIR, remove_own
 
 
@@ -127,7 +127,6 @@ def _read_manifest(manifest: Path) -> dict:
 
 
 CHUNK_ARRAYS = ("batches", "indices", "skipped_indices", "skipped_reasons", "subset_correct", "files", "skipped_files")
-NO_FILE = -1  # a `files` row of an image whose file could not be read at all
 
 
 def check_chunk(path: Path, plan, num_samples: int, num_classes: int) -> tuple[dict[str, np.ndarray], str | None]:
@@ -181,7 +180,7 @@ def changed_files(samples, positions: np.ndarray, recorded: np.ndarray, workers:
 
     The content decides: a file of another size has changed; one of the same size is read
     again and its digest compared (a copy with the same bytes and a new mtime has not changed)."""
-    from .data import file_identity
+    from .listing import NO_FILE, file_identity
 
     def check(job: tuple[int, np.ndarray]) -> tuple[int, str] | None:
         position, (size, _, digest) = job
@@ -189,8 +188,8 @@ def changed_files(samples, positions: np.ndarray, recorded: np.ndarray, workers:
         try:
             now = os.stat(path).st_size
         except OSError as exc:
-            return None if size == NO_FILE else (position, f"it can no longer be read ({exc.strerror})")
-        if size == NO_FILE:
+            return None if size == NO_FILE[0] else (position, f"it can no longer be read ({exc.strerror})")
+        if size == NO_FILE[0]:
             return position, "it could not be read then and can now"
         if now != size:
             return position, f"its size changed from {size:,} to {now:,} bytes"
@@ -210,15 +209,8 @@ def changed_files(samples, positions: np.ndarray, recorded: np.ndarray, workers:
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_name("." + path.name + ".tmp.npz")
-    try:
+    with atomic_path(path, ".tmp.npz") as tmp:  # a partial chunk never stays behind
         np.savez(tmp, **arrays)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a partial chunk never stays behind
-        raise
 
 
 @dataclass
@@ -458,8 +450,7 @@ def assemble(store: ProgressStore, samples, plan, member_names: list[str], num_c
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray], streamed: dict, store: ProgressStore, n: int) -> None:
     """An uncompressed .npz: small arrays as they are, per-image arrays streamed chunk by chunk."""
-    tmp = path.with_name("." + path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:  # no partial result file; the chunks are still there
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, array in arrays.items():
                 with zf.open(name + ".npy", "w", force_zip64=True) as fh:
@@ -467,9 +458,3 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray], streamed: dict, store:
             for name, (dtype, shape) in streamed.items():
                 blocks = (chunk[name] for chunk in store.chunks((name,)))
                 _write_npy_stream(zf, name.removeprefix("stat_"), dtype, (n, *shape), blocks)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # no partial result file; the chunks are still there
-        raise
