@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import MERGES
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNUSABLE, EXIT_USER_ERROR, UserError, printable
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNUSABLE, EXIT_USER_ERROR, UserError, printable, stop_signals
 
 log = logging.getLogger("ensemble_eval")
 
@@ -359,7 +359,6 @@ def run_eval(config) -> int:
 def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
     """Every image-free check (checkpoints, labels, crop size, ReaL), then the evaluation in the
     locked run directory."""
-    import contextlib
 
     from .checkpoints import check_views, load_members
     from .crops import needed_indices
@@ -684,27 +683,6 @@ def run_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@contextlib.contextmanager
-def _stop_signals():
-    """Ctrl-C and SIGTERM (a scheduler's pre-emption) both stop a run the same way: the finished
-    batches are saved and the resume command printed. Installed explicitly (a process started in
-    the background by a script begins with SIGINT ignored) and restored afterwards, so a caller of
-    main() in the same process keeps its own."""
-    import signal
-
-    wanted = (signal.SIGINT, signal.SIGTERM)
-    try:
-        previous = [signal.signal(s, signal.default_int_handler) for s in wanted]
-    except ValueError:  # not the main thread (main() called from a thread): leave them
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, handler in zip(wanted, previous):
-            signal.signal(s, handler)
-
-
 def _os_error_line(exc: OSError) -> str:
     """One line for a file-system failure no check foresaw (a path under /proc, a name too long, ...)."""
     where = f" {printable(str(exc.filename))}" if exc.filename else ""
@@ -715,7 +693,12 @@ def _os_error_line(exc: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with _stop_signals():
+    import signal
+
+    # Ctrl-C and SIGTERM (a scheduler's pre-emption) both stop a run the same way: the finished
+    # batches saved, the resume command printed. Installed explicitly (a process started in the
+    # background by a script begins with SIGINT ignored), restored for a caller in the same process.
+    with stop_signals(signal.default_int_handler):
         return _main(argv)
 
 

@@ -15,10 +15,10 @@ count, and a kill loses at most `save_every` images per process or `save_interva
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -33,7 +33,7 @@ from .checkpoints import Member
 from .crops import CropScheme
 from .data import DataError, Sample
 from .ensemble import Accumulator, BatchResult, EvalResult, NonFiniteOutputs, Plan, run_batches
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def evaluate_batches(
                     _raise_failure(D.broadcast_from_main(stopped, world), strict_hint)
     except KeyboardInterrupt:
         if world.world_size == 1 and pending:  # keep the finished batches (a torchrun world saves at its steps)
-            with _signals_held():
+            with stop_signals(signal.SIG_IGN):  # a second Ctrl-C is ignored until the save is done
                 save(pending)
         raise
 
@@ -179,24 +179,6 @@ def _raise_failure(failure: tuple[str, str], strict_hint: str) -> None:
     if kind == "nonfinite":
         raise NonFiniteOutputs(text)
     raise DataError(f"cannot decode image {text}{strict_hint}", reason=text.split(": ", 1)[-1])
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Ctrl-C and SIGTERM wait while the finished batches are saved (a second Ctrl-C must not cut it)."""
-    import signal
-
-    held = (signal.SIGINT, signal.SIGTERM)
-    try:
-        previous = [signal.signal(s, signal.SIG_IGN) for s in held]
-    except ValueError:  # not the main thread: nothing to hold
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, handler in zip(held, previous):
-            signal.signal(s, handler)
 
 
 def evaluate(

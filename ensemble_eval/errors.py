@@ -5,12 +5,35 @@ prints any of them as a single line and exits with status 2. Kept free of heavy 
 the CLI can catch these without loading torch.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 # exit codes of every command
 EXIT_OK = 0
 EXIT_UNUSABLE = 1  # validate / check-data: some checkpoint or image is unusable
 EXIT_USER_ERROR = 2  # a problem the user can fix, reported in one line
 EXIT_SKIPPED = 3  # finished, but undecodable images were skipped
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: progress saved
+
+
+@contextlib.contextmanager
+def stop_signals(handler) -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM handled by `handler` within the block, the previous handlers
+    restored after it: signal.default_int_handler makes both a KeyboardInterrupt (how a command
+    stops, exit 130), signal.SIG_IGN ignores both. Outside the main thread nothing changes."""
+    import signal
+
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = [signal.signal(s, handler) for s in wanted]
+    except ValueError:  # not the main thread: signal handlers cannot be set there
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, old in zip(wanted, previous):
+            signal.signal(s, old)
 
 
 class UserError(ValueError):
