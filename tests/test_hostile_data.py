@@ -332,11 +332,12 @@ def test_size_bound(tmp_path, monkeypatch):
 # --- labels files ------------------------------------------------------------------------------
 
 
-def _flat(tmp_path: Path) -> Path:
-    flat = tmp_path / "flat"
+def _flat(tmp_path: Path, folder: str = "flat", names: tuple[str, str] = ("a.JPEG", "b.JPEG")) -> Path:
+    """A flat folder of two real images (the stopwatch, then the fire screen) under `names`."""
+    flat = tmp_path / folder
     flat.mkdir()
-    shutil.copy(STOPWATCH, flat / "a.JPEG")
-    shutil.copy(SCREEN, flat / "b.JPEG")
+    shutil.copy(STOPWATCH, flat / names[0])
+    shutil.copy(SCREEN, flat / names[1])
     return flat
 
 
@@ -442,11 +443,7 @@ def test_labels_file_that_is_a_fifo_or_missing(tmp_path, capsys):
 
 
 def _val_folder(tmp_path: Path) -> Path:
-    val = tmp_path / "val"
-    val.mkdir()
-    shutil.copy(STOPWATCH, val / "ILSVRC2012_val_00000001.JPEG")
-    shutil.copy(SCREEN, val / "ILSVRC2012_val_00000002.JPEG")
-    return val
+    return _flat(tmp_path, "val", ("ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000002.JPEG"))
 
 
 def test_loc_solution_that_is_not_utf8(tmp_path, capsys):
