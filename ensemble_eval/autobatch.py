@@ -84,7 +84,7 @@ def cpu_model() -> str:
 
 
 def cache_key(
-    members, device: torch.device, crop_size: int, uncropped: bool, precision: str, channels_last: bool
+    members, device: torch.device, crop_size: int | list[int], uncropped: bool, precision: str, channels_last: bool
 ) -> str:
     """The cache entry's key: the machine, every member's architecture (programs, whose
     architecture the file does not name, by their hash), the views and the arithmetic."""
@@ -193,12 +193,16 @@ def cached_choice(key: str, candidates: tuple[int, ...]) -> Choice | None:
     return Choice(size, "cache", rate, rates, f"auto: timed on {when}, cached in {cache_file()}")
 
 
-def timing_crops(batch, count: int) -> torch.Tensor | None:
+def timing_crops(batch, count: int) -> torch.Tensor | list | None:
     """`count` real uint8 crops [count, 3, S, S] from a loader batch (views larger than S x S
-    give their centre S x S), repeated when the batch holds fewer; None when it holds none."""
+    give their centre S x S), repeated when the batch holds fewer; None when it holds none.
+    A batch of several geometries gives a list, one such tensor per geometry."""
     from .data import Views
 
     crops = batch.crops
+    if isinstance(crops, list):
+        per = [timing_crops(type(batch)(batch.indices, c, *_rest(batch)), count) for c in crops]
+        return None if any(p is None for p in per) else per
     if isinstance(crops, Views):
         s = crops.crop_size
         pieces = []
@@ -215,13 +219,18 @@ def timing_crops(batch, count: int) -> torch.Tensor | None:
     return flat.repeat(repeats, 1, 1, 1)[:count].contiguous()
 
 
+def _rest(batch) -> tuple:
+    return (batch.targets, batch.failures, batch.files, batch.failure_files)
+
+
 def measure(
-    crops: torch.Tensor,
+    crops: torch.Tensor | list,
     runners,
     candidates: tuple[int, ...],
     channels_last: bool,
     precision: str,
     rounds: int = ROUNDS,
+    of_member: tuple[int, ...] | None = None,
 ) -> dict[int, float]:
     """Forward passes per second (crops x members, as the progress bar counts them) of every
     candidate forward batch over the same `crops`.
@@ -230,15 +239,16 @@ def measure(
     first; the search stops growing once two sizes in a row fall below 80% of the best rate,
     or at the first size that runs out of GPU memory (larger ones would too). Then the sizes
     within 85% of the best run `rounds - 1` more interleaved rounds, each keeping its fastest.
+    crops: [N, 3, S, S], or one such tensor per geometry with `of_member` (each member's).
     """
-    device = crops.device
+    device = (crops[0] if isinstance(crops, list) else crops).device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     best: dict[int, float] = {}
     worse_in_a_row = 0
     for b in sorted(candidates):
         try:
-            _rate(crops[:b], runners, b, channels_last, precision, sync)  # warm-up
-            best[b] = _rate(crops, runners, b, channels_last, precision, sync)
+            _rate(_first(crops, b), runners, b, channels_last, precision, sync, of_member)  # warm-up
+            best[b] = _rate(crops, runners, b, channels_last, precision, sync, of_member)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             break
@@ -250,17 +260,23 @@ def measure(
     close = [b for b, r in best.items() if r >= 0.85 * max(best.values())]
     for _ in range(rounds - 1):
         for b in close:
-            best[b] = max(best[b], _rate(crops, runners, b, channels_last, precision, sync))
+            best[b] = max(best[b], _rate(crops, runners, b, channels_last, precision, sync, of_member))
     return best
 
 
-def _rate(crops, runners, b, channels_last, precision, sync) -> float:
+def _first(crops: torch.Tensor | list, b: int) -> torch.Tensor | list:
+    return [c[:b] for c in crops] if isinstance(crops, list) else crops[:b]
+
+
+def _rate(crops, runners, b, channels_last, precision, sync, of_member=None) -> float:
     from .ensemble import member_logits
 
     start = time.perf_counter()
-    member_logits(crops[None], runners, b, channels_last, precision)
+    batch = [c[None] for c in crops] if isinstance(crops, list) else crops[None]
+    member_logits(batch, runners, b, channels_last, precision, of_member)
     sync()
-    return len(crops) * len(runners) / max(time.perf_counter() - start, 1e-9)
+    n = len(crops[0]) if isinstance(crops, list) else len(crops)
+    return n * len(runners) / max(time.perf_counter() - start, 1e-9)
 
 
 def choose(
@@ -276,16 +292,20 @@ def choose(
     recorded: int | None = None,
     min_timed_run: int | None = None,
     use_cache: bool = True,
+    geometries=None,
 ) -> Choice:
     """The run's forward batch: `requested` when it is a number; else the size `recorded` by
     the run being resumed; else the cached, or newly timed, best size; else `default`.
-    `use_cache` False: time afresh and leave the cache alone (the benchmark)."""
+    `use_cache` False: time afresh and leave the cache alone (the benchmark). `geometries`
+    (views.Geometries): each member timed on its own views."""
     if requested != "auto":
         return Choice(int(requested), "given", note="--batch-size")
     if recorded is not None:
         return Choice(recorded, "resumed", note="the size this run started with")
     candidates = CANDIDATES.get(device.type, CANDIDATES["cpu"])
-    key = cache_key(members, device, scheme.crop_size, scheme.uncropped(indices), precision, channels_last)
+    sizes = [g.crop_size for g in geometries.schemes] if geometries else [scheme.crop_size]
+    view_size = sizes[0] if len(sizes) == 1 else [sizes[g] for g in geometries.of_member]
+    key = cache_key(members, device, view_size, scheme.uncropped(indices), precision, channels_last)
     found = cached_choice(key, candidates) if use_cache else None
     if found is not None:
         return found
@@ -294,14 +314,19 @@ def choose(
     min_timed_run = MIN_TIMED_RUN if min_timed_run is None else min_timed_run
     if len(samples) * len(indices) < min_timed_run * timing_cost:
         return Choice(default, "default", note="auto: the default, the run is too small for timing to pay off")
-    crops = _first_crops(samples, scheme, indices, count)
+    backend = geometries.backend if geometries else "tensor"
+    several = geometries is not None and len(geometries.schemes) > 1
+    extracted = list(geometries.schemes) if several else (geometries.schemes[0] if geometries else scheme)
+    crops = _first_crops(samples, extracted, indices, count, backend)
     if crops is None:
         return Choice(default, "default", note="auto: the default, the first images could not be decoded for timing")
     from .ensemble import place_members, prepare_device
 
     prepare_device(device, not scheme.uncropped(indices))
     runners = place_members(members, device, channels_last)
-    rates = measure(crops.to(device), runners, candidates, channels_last, precision)
+    of_member = geometries.of_member if several else None
+    moved = [c.to(device) for c in crops] if isinstance(crops, list) else crops.to(device)
+    rates = measure(moved, runners, candidates, channels_last, precision, of_member=of_member)
     if not rates:
         return Choice(default, "default", note=f"auto: the default, even {min(candidates)} crops ran out of GPU memory")
     size = max(rates, key=rates.get)
@@ -314,12 +339,13 @@ def choose(
     return choice
 
 
-def _first_crops(samples, scheme, indices: list[int], count: int) -> torch.Tensor | None:
-    """`count` crops of the first images (two spare ones for undecodable images), as the run extracts them."""
+def _first_crops(samples, scheme, indices: list[int], count: int, backend: str = "tensor"):
+    """`count` crops of the first images (two spare ones for undecodable images), as the run
+    extracts them (a list, one per geometry, when `scheme` is a list)."""
     from .data import crop_loader
 
     need = max(1, math.ceil(count / len(indices)))
     positions = list(range(min(len(samples), need + 2)))
-    loader = crop_loader(samples, scheme, indices, [positions], workers=0)
+    loader = crop_loader(samples, scheme, indices, [positions], workers=0, backend=backend)
     batch = next(iter(loader))
     return timing_crops(batch, count)

@@ -189,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--config", metavar="FILE.yaml", help="YAML run config / crop scheme (see configs/ilsvrc2014.yaml)")
     g.add_argument(
+        "--views",
+        choices=["native", "protocol"],
+        help="native (default): each member on its own eval view (resize, crop size, interpolation), the "
+        "protocol scaled to it; protocol: every member on the protocol's views as written (docs/protocol.md)",
+    )
+    g.add_argument(
+        "--resize-backend",
+        choices=["tensor", "pil"],
+        help="tensor (default): torchvision's uint8 tensor resize; pil: PIL's, the pixels of PIL-based pipelines "
+        "(torchvision's ImageFolder + weights.transforms(), timm's validate.py); slower (docs/speed.md)",
+    )
+    g.add_argument(
         "--merge",
         choices=list(MERGES),
         help="how crops and members are combined: mean-prob (default, the paper's), mean-logit, geo-mean, "
@@ -364,6 +376,7 @@ def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
     from .crops import needed_indices
     from .distributed import world_from_env
     from .rundir import RunLock, check_run_out, claim
+    from .views import member_geometries
 
     device = _resolve_device(config.device)
     members = load_members(
@@ -374,7 +387,10 @@ def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
     )
     scheme = config.protocol
     set_names = list(scheme.crop_sets) if config.table else [config.crops]
-    check_views(members, scheme, needed_indices(scheme, set_names))
+    geometries = member_geometries(members, scheme, config.views, config.resize_backend)
+    indices = needed_indices(scheme, set_names)
+    for member, g in zip(members, geometries.of_member):
+        check_views([member], geometries.schemes[g], indices)
     _check_index_labels_fit(samples, members[0].num_classes)
     if config.limit is not None:
         samples = samples[: config.limit]
@@ -389,12 +405,15 @@ def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
 
     main_process = world_from_env().is_main
     if main_process:
+        for member, view, g in zip(members, geometries.views, geometries.of_member):
+            scales = "/".join(map(str, geometries.schemes[g].scales))
+            print(f"ensemble-eval: {member.name}: {view.describe()}, scales {scales}", file=sys.stderr)
         claim(out, "run")
     # one run per directory, held to the last file written; the state is checked again under the lock
     with RunLock(out) if main_process else contextlib.nullcontext():
         if main_process:
             check_run_out(out, config.overwrite, config.resume)
-        return run_evaluation(config, out, samples, members, device, set_names, real, data_report)
+        return run_evaluation(config, out, samples, members, device, set_names, real, data_report, geometries)
 
 
 def build_validate_parser() -> argparse.ArgumentParser:
@@ -424,6 +443,12 @@ def build_validate_parser() -> argparse.ArgumentParser:
     g.add_argument("--labels", metavar="FILE.csv", help="labels for a flat folder")
     g.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="first N images (default 100)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g.add_argument(
+        "--resize-backend",
+        choices=["tensor", "pil"],
+        default="tensor",
+        help="tensor (default) or pil: as for a run (pil: the pixels of PIL-based reference pipelines)",
+    )
     g.add_argument("--workers", type=_workers, default=None, metavar="N")
     g.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -454,17 +479,21 @@ def run_validate(args: argparse.Namespace) -> int:
     check_together(inspections, data_classes)
     quick: dict[str, dict] = {}
     if samples is not None:
-        from .checkpoints import check_published, check_views, member_from, one_crop_scheme
+        from .checkpoints import check_published, check_views, member_from
         from .config import DEFAULT_WORKERS, default_batch_size
+        from .crops import CropScheme
         from .engine import evaluate
         from .ensemble import NonFiniteOutputs
+        from .views import Geometries, one_crop_scheme, resolve_view
 
         subset = samples[: args.limit]
         for ins in inspections:
             if ins.errors:
                 continue
             member = member_from(ins)
-            scheme = one_crop_scheme(ins.convention)
+            # the run's 1-crop view of this member under the built-in protocol (views.resolve_view)
+            view = resolve_view(ins.convention, member.arch.input_size, CropScheme())
+            scheme = one_crop_scheme(view)
             try:
                 _check_index_labels_fit(samples, member.num_classes)
                 check_views([member], scheme)
@@ -482,11 +511,15 @@ def run_validate(args: argparse.Namespace) -> int:
                     default_batch_size(device.type),
                     DEFAULT_WORKERS if args.workers is None else args.workers,
                     progress=False,
+                    geometries=Geometries((scheme,), (0,), (view,), args.resize_backend),
                 )
             except NonFiniteOutputs as exc:  # a problem of the member, not of the data: its verdict
                 ins.errors.append(str(exc))
                 continue
-            quick[ins.path] = result.tally.ensemble["1"].to_dict() | {"view": [scheme.scales[0], scheme.crop_size]}
+            quick[ins.path] = result.tally.ensemble["1"].to_dict() | {
+                "view": [scheme.scales[0], scheme.crop_size],
+                "view_detail": view.to_dict() | {"backend": args.resize_backend},
+            }
             check_published(ins, quick[ins.path])
     record = validation_record(inspections, quick)
     if args.json:

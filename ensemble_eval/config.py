@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .crops import CropScheme, SchemeError
+from .crops import BACKENDS, CropScheme, SchemeError
 from .errors import UserError, first_line, short_repr
 from .fileio import read_text
+from .views import VIEW_MODES
 
 
 def usable_cpus() -> int:
@@ -71,6 +72,8 @@ class RunConfig:
     save_every: int = 32  # images per process between progress saves
     save_interval: float = 60.0  # seconds between progress saves (whichever comes first)
     precision: str = "fp32"  # forward passes in fp32, or under bf16/fp16 autocast (softmax stays fp32)
+    views: str = "native"  # each member on its own eval view (the protocol scaled to it), or all on the protocol's
+    resize_backend: str = "tensor"  # torchvision's uint8 tensor resize, or PIL's (the reference pipelines' pixels)
     merge: str = "mean-prob"  # how crops and members are combined (the paper: mean of softmax)
     compare_merges: bool = False  # also compute every other merge mode in the same pass
     save_logits: bool = False  # keep float16 per-member, per-crop-group statistics (logits.npz)
@@ -123,6 +126,11 @@ class RunConfig:
             raise ConfigError(f"{_option('merge')} must be one of {list(MERGES)}, got {short_repr(self.merge)}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"{_option('precision')} must be fp32, bf16 or fp16, got {short_repr(self.precision)}")
+        for name, allowed in (("views", VIEW_MODES), ("resize_backend", BACKENDS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"{_option(name)} must be one of {list(allowed)}, got {short_repr(getattr(self, name))}"
+                )
         if self.device not in DEVICES:
             raise ConfigError(f"{_option('device')} must be one of {list(DEVICES)}, got {short_repr(self.device)}")
         sets = self.protocol.crop_sets

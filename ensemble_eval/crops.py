@@ -2,14 +2,17 @@
 
 A scheme is a grid of four axes, in this canonical order (the last fastest):
 
-- **scale**: the image is resized so its shorter side is s (bilinear, antialias);
+- **scale**: the image is resized so its shorter side is s (the scheme's `interpolation`,
+  bilinear by default, antialiased unless `antialias: false`);
 - **region** of the resized image: an s x s square along the longer side ("first",
   "center", "last"), or the "whole" resized image;
 - **crop** within the region: the fixed corners and center of crop_size ("tl", "tr", "bl",
   "br", "center"), the whole region resized to crop_size x crop_size ("full"), the cells of
   a regular N x N grid of crop_size crops ("r0c0" ... row-major, `grid: N`), or the region
   itself at its own size ("uncropped": a view whose size depends on the image);
-- **flip**: as is ("none") and mirrored ("mirror").
+- **flip**: as is ("none") and mirrored ("mirror"). `flip: crop` (the default, the papers'
+  "reflections of the patches") mirrors each crop; `flip: image` takes the crop from the
+  mirrored image, as torchvision's TenCrop does (the two differ by a pixel where a margin is odd).
 
 Named crop sets select nested subsets of the grid. The GoogLeNet protocol (the default) is
 4 scales x 3 squares x 6 crops x 2 flips = 144.
@@ -21,7 +24,7 @@ Nothing here knows about files, argv or devices: `plan_crops` is arithmetic on i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .errors import UserError, short_repr
@@ -34,6 +37,9 @@ REGIONS = (*SQUARES, "whole")
 CROPS = ("tl", "tr", "bl", "br", "center", "full")
 UNCROPPED = "uncropped"
 FLIPS = ("none", "mirror")
+FLIP_MODES = ("crop", "image")  # what a mirrored view mirrors: the crop, or the image before the crop
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+BACKENDS = ("tensor", "pil")  # the resize: torchvision's uint8 tensor kernels, or PIL's Image.resize
 AXES = ("scales", "regions", "crops", "flips")
 _CELL = re.compile(r"r(\d+)c(\d+)")
 
@@ -160,6 +166,9 @@ class CropScheme:
         }
     )
     grid: int = 0  # N of the N x N grid cells among `crops` (0: no grid)
+    interpolation: str = "bilinear"  # of every resize: bilinear, bicubic or nearest
+    antialias: bool = True  # of the tensor resize when it shrinks (PIL's always antialiases)
+    flip: str = "crop"  # mirrored views: the crop mirrored ("crop") or cut from the mirrored image ("image")
 
     def __post_init__(self) -> None:
         # Sizes first, so nothing in proportion to a hostile request (a grid's cell names, the
@@ -170,6 +179,15 @@ class CropScheme:
                     f"{axis}: {len(getattr(self, axis)):,} values, more than the {MAX_VIEWS:,} views an image may have"
                 )
         _check_grid(self.grid)
+        if self.interpolation not in INTERPOLATIONS:
+            raise SchemeError(f"interpolation: {_shown(self.interpolation)} is not one of {list(INTERPOLATIONS)}")
+        if type(self.antialias) is not bool:
+            raise SchemeError(f"antialias: {_shown(self.antialias)} must be true or false")
+        if self.flip not in FLIP_MODES:
+            raise SchemeError(
+                f"flip: {_shown(self.flip)} is not one of {list(FLIP_MODES)} (crop: mirror each crop; image: crop "
+                "the mirrored image, as torchvision's TenCrop)"
+            )
         _check_size("crop_size", self.crop_size)
         if not self.scales:
             raise SchemeError("scales must list at least one size, like [256]")
@@ -267,6 +285,46 @@ class CropScheme:
         keys = self.keys()
         return any(keys[i].crop == UNCROPPED for i in (range(len(keys)) if indices is None else indices))
 
+    @property
+    def base_scale(self) -> int:
+        """The scale of the 1-crop view: the one scale of the crop set "1" where it names one,
+        else the first scale. A member's own resize size takes its place (`for_view`)."""
+        one = self.crop_sets.get("1", {}).get("scales", self.scales)
+        return one[0] if len(one) == 1 else self.scales[0]
+
+    def geometry_key(self) -> tuple:
+        """What decides the pixels of the views (equal keys: the same views of every image)."""
+        return (self.scales, self.crop_size, self.grid, self.interpolation, self.antialias, self.flip)
+
+    def for_view(self, crop_size: int, resize_size: int, interpolation: str, antialias: bool = True) -> CropScheme:
+        """This scheme for a member evaluated with Resize(resize_size) + CenterCrop(crop_size) at
+        `interpolation`: the base scale (the 1-crop view's) becomes resize_size, every other
+        scale s becomes int(round(s * crop_size / self.crop_size)), the crops crop_size; regions,
+        crops, flips and the crop sets stay, so view k of the member is view k of the scheme.
+
+        With the scheme's own crop size and base scale the result equals the scheme.
+        """
+        ratio = crop_size / self.crop_size
+        mapping = {s: resize_size if s == self.base_scale else int(round(s * ratio)) for s in self.scales}
+        scales = tuple(mapping[s] for s in self.scales)
+        if len(set(scales)) != len(scales):
+            raise SchemeError(
+                f"scaled to crop {crop_size} with its own resize {resize_size}, the scales {list(self.scales)} become "
+                f"{list(scales)}, which repeat a scale; give the member a resize_size that is not another scale"
+            )
+        sets = {
+            name: {a: (tuple(mapping[s] for s in v) if a == "scales" else v) for a, v in sel.items()}
+            for name, sel in self.crop_sets.items()
+        }
+        return replace(
+            self,
+            scales=scales,
+            crop_size=crop_size,
+            crop_sets=sets,
+            interpolation=interpolation,
+            antialias=antialias,
+        )
+
     def to_dict(self) -> dict:
         d = {
             "scales": list(self.scales),
@@ -278,6 +336,10 @@ class CropScheme:
         }
         if self.grid:
             d["grid"] = self.grid
+        # written only when not the default, so the record of a default scheme stays what it was
+        for key, default in (("interpolation", "bilinear"), ("antialias", True), ("flip", "crop")):
+            if getattr(self, key) != default:
+                d[key] = getattr(self, key)
         return d
 
     @classmethod
@@ -289,7 +351,19 @@ class CropScheme:
             raise SchemeError(
                 f"protocol must be a mapping (scales, crop_size, regions, crops, ...), got {short_repr(data)}"
             )
-        known = {"scales", "crop_size", "regions", "squares", "crops", "grid", "flips", "crop_sets"}
+        known = {
+            "scales",
+            "crop_size",
+            "regions",
+            "squares",
+            "crops",
+            "grid",
+            "flips",
+            "crop_sets",
+            "interpolation",
+            "antialias",
+            "flip",
+        }
         unknown = set(data) - known
         if unknown:
             raise SchemeError(
@@ -303,6 +377,9 @@ class CropScheme:
                 if type(data[key]) is not int:
                     raise SchemeError(f"{key} must be an integer, got {short_repr(data[key])}")
                 kwargs[key] = data[key]
+        for key in ("interpolation", "antialias", "flip"):
+            if key in data:
+                kwargs[key] = data[key]  # checked by the constructor
         crops = data.get("crops")
         if isinstance(crops, dict):
             if set(crops) != {"grid"} or type(crops["grid"]) is not int or crops["grid"] <= 0:
@@ -392,43 +469,78 @@ def plan_crops(height: int, width: int, scheme: CropScheme, indices: list[int] |
         rh, rw = resized_size(height, width, key.scale)
         region = _region_box(key.region, rh, rw, key.scale)
         crop = _crop_box(key.crop, region[2], region[3], size, scheme.grid)
+        if key.region == "center" and key.crop == "center":
+            # the center crop of the center square is the image's center crop (CenterCrop's
+            # offsets on the resized image); centering twice would be a pixel off where both
+            # margins are odd (Resize(342) + CenterCrop(299) of a 4:3 image)
+            crop = (_center_offset(rh, size) - region[0], _center_offset(rw, size) - region[1], size, size)
         out = (region[2], region[3]) if key.crop == UNCROPPED else (size, size)
         boxes.append(CropBox(key, (rh, rw), region, crop, out, key.flip == "mirror"))
     return boxes
 
 
-def _resize(image: torch.Tensor, size: list[int]) -> torch.Tensor:
+_PIL_FILTERS = {"bilinear": 2, "bicubic": 3, "nearest": 0}  # PIL.Image.Resampling values
+
+
+def _resize(image: torch.Tensor, size: list[int], scheme: CropScheme, backend: str) -> torch.Tensor:
+    """uint8 [..., 3, H, W] resized to `size` ([s]: shorter side s; [h, w]) at the scheme's
+    interpolation: torchvision's tensor kernels (`antialias` as the scheme says), or PIL's
+    Image.resize (backend "pil", always antialiased: what torchvision's Resize does to a PIL
+    image, and timm's eval transform)."""
+    if backend == "pil":
+        return _pil_resize(image, size, scheme.interpolation)
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
-    return TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+    mode = InterpolationMode(scheme.interpolation)
+    return TF.resize(image, size, interpolation=mode, antialias=scheme.antialias)
 
 
-def _views(image: torch.Tensor, boxes: list[CropBox]):
+def _pil_resize(image: torch.Tensor, size: list[int], interpolation: str) -> torch.Tensor:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    if image.ndim == 4:
+        return torch.stack([_pil_resize(one, size, interpolation) for one in image])
+    height, width = image.shape[-2:]
+    out_h, out_w = resized_size(height, width, size[0]) if len(size) == 1 else size
+    pil = Image.fromarray(image.permute(1, 2, 0).contiguous().cpu().numpy(), "RGB")
+    resized = np.asarray(pil.resize((out_w, out_h), _PIL_FILTERS[interpolation]))
+    return torch.from_numpy(resized.copy()).permute(2, 0, 1).contiguous().to(image.device)
+
+
+def _views(image: torch.Tensor, boxes: list[CropBox], scheme: CropScheme, backend: str = "tensor"):
     """(position, uint8 [3, h, w] view) for every box, one resize per scale; crops are slices,
-    the "full" crops of a scale share one batched resize per region shape."""
+    the "full" crops of a scale share one batched resize per region shape. With `flip: image`
+    a mirrored view is cut at its box from the mirrored resized image (torchvision's TenCrop)."""
     import torch
 
     by_scale: dict[int, list[int]] = {}
     for pos, box in enumerate(boxes):
         by_scale.setdefault(box.key.scale, []).append(pos)
+    from_mirrored = scheme.flip == "image"
     for scale, positions in by_scale.items():
-        resized = _resize(image, [scale])
+        resized = _resize(image, [scale], scheme, backend)
+        sources = {False: resized}
+        if from_mirrored and any(boxes[p].mirror for p in positions):
+            sources[True] = torch.flip(resized, dims=[-1])
         fulls = [boxes[p] for p in positions if boxes[p].key.crop == "full"]
-        full_regions = sorted({b.region for b in fulls})
+        full_regions = sorted({(from_mirrored and b.mirror, b.region) for b in fulls})
         full_resized = {}
-        for shape in sorted({r[2:] for r in full_regions}):
-            same = [r for r in full_regions if r[2:] == shape]
-            stack = torch.stack([resized[:, t : t + h, lf : lf + w] for t, lf, h, w in same])
-            full_resized.update(zip(same, _resize(stack, list(fulls[0].size))))  # every "full" view is crop_size
+        for shape in sorted({r[2:] for _, r in full_regions}):
+            same = [(m, r) for m, r in full_regions if r[2:] == shape]
+            stack = torch.stack([sources[m][:, t : t + h, lf : lf + w] for m, (t, lf, h, w) in same])
+            full_resized.update(zip(same, _resize(stack, list(fulls[0].size), scheme, backend)))  # all crop_size
         for p in positions:
             box = boxes[p]
+            mirrored_image = from_mirrored and box.mirror
             if box.key.crop == "full":
-                view = full_resized[box.region]
+                view = full_resized[(mirrored_image, box.region)]
             else:
                 top, left = box.region[0] + box.crop[0], box.region[1] + box.crop[1]
-                view = resized[:, top : top + box.crop[2], left : left + box.crop[3]]
-            yield p, (torch.flip(view, dims=[-1]) if box.mirror else view)
+                view = sources[mirrored_image][:, top : top + box.crop[2], left : left + box.crop[3]]
+            yield p, (torch.flip(view, dims=[-1]) if box.mirror and not mirrored_image else view)
 
 
 def _plan_image(image: torch.Tensor, scheme: CropScheme, indices: list[int] | None) -> list[CropBox]:
@@ -440,13 +552,16 @@ def _plan_image(image: torch.Tensor, scheme: CropScheme, indices: list[int] | No
     return plan_crops(height, width, scheme, indices)
 
 
-def extract_crops(image: torch.Tensor, scheme: CropScheme, indices: list[int] | None = None) -> torch.Tensor:
+def extract_crops(
+    image: torch.Tensor, scheme: CropScheme, indices: list[int] | None = None, backend: str = "tensor"
+) -> torch.Tensor:
     """Crops of one decoded image, in the order of `indices` (default: the whole grid), for
     schemes whose views all have crop_size (no "uncropped" view among `indices`).
 
     image: uint8 [3, H, W] on any device. Returns uint8 [K, 3, crop_size, crop_size] on the
     same device. One resize per scale; squares and fixed crops are slices; the "full" crops
     of a scale's regions share one batched resize; mirrored crops are `torch.flip` copies.
+    `backend` "pil" resizes with PIL (the image must be on the CPU).
     """
     import torch
 
@@ -455,13 +570,13 @@ def extract_crops(image: torch.Tensor, scheme: CropScheme, indices: list[int] | 
     if any(b.size != (size, size) for b in boxes):
         raise ValueError("uncropped views have the image's own size: use extract_views")
     out = torch.empty((len(boxes), 3, size, size), dtype=torch.uint8, device=image.device)
-    for p, view in _views(image, boxes):
+    for p, view in _views(image, boxes, scheme, backend):
         out[p] = view
     return out
 
 
 def extract_views(
-    image: torch.Tensor, scheme: CropScheme, indices: list[int] | None = None
+    image: torch.Tensor, scheme: CropScheme, indices: list[int] | None = None, backend: str = "tensor"
 ) -> list[tuple[list[int], torch.Tensor]]:
     """The views of one decoded image grouped by shape: [(positions, uint8 [n, 3, h, w])].
 
@@ -473,7 +588,7 @@ def extract_views(
 
     boxes = _plan_image(image, scheme, indices)
     groups: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
-    for p, view in _views(image, boxes):
+    for p, view in _views(image, boxes, scheme, backend):
         groups.setdefault(tuple(view.shape[-2:]), []).append((p, view))
     return [
         ([p for p, _ in members], torch.stack([v for _, v in members]))
@@ -500,7 +615,10 @@ def needed_indices(scheme: CropScheme, set_names: list[str]) -> list[int]:
 
 
 __all__ = [
+    "BACKENDS",
     "CROPS",
+    "FLIP_MODES",
+    "INTERPOLATIONS",
     "FLIPS",
     "REGIONS",
     "SQUARES",

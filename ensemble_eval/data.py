@@ -118,7 +118,8 @@ class CropItem(NamedTuple):
     """One image as the loader makes it."""
 
     position: int  # in the sample list
-    views: torch.Tensor | list | None  # uint8 [K, 3, S, S], extract_views groups, or None on failure
+    views: torch.Tensor | list | tuple | None  # uint8 [K, 3, S, S] or extract_views groups (a tuple of
+    # them, one per geometry, when the members have several), or None on failure
     target: int
     reason: str | None  # why the image cannot be used, None when it can
     file: tuple[int, int, int]  # (size, mtime_ns, digest) of the bytes read; NO_FILE when unreadable
@@ -134,11 +135,18 @@ class CropDataset(torch.utils.data.Dataset):
     for evaluated and undecodable-but-readable images alike (NO_FILE: not readable at all).
     """
 
-    def __init__(self, samples: list[Sample], scheme: CropScheme, indices: list[int]):
+    def __init__(
+        self,
+        samples: list[Sample],
+        scheme: CropScheme | list[CropScheme] | tuple[CropScheme, ...],
+        indices: list[int],
+        backend: str = "tensor",
+    ):
         self.samples = samples
-        self.scheme = scheme
+        self.schemes = list(scheme) if isinstance(scheme, (list, tuple)) else [scheme]
         self.indices = indices
-        self.uncropped = scheme.uncropped(indices)
+        self.backend = backend
+        self.uncropped = self.schemes[0].uncropped(indices)  # every geometry has the same kinds of view
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -152,11 +160,13 @@ class CropDataset(torch.utils.data.Dataset):
         try:
             image = decode_bytes(data, sample.path)
             del data
-            check_resizable(image, self.scheme, sample.path)
+            for scheme in self.schemes:
+                check_resizable(image, scheme, sample.path)
         except DataError as exc:
             return CropItem(i, None, sample.target, exc.reason, identity)
         extract = extract_views if self.uncropped else extract_crops
-        return CropItem(i, extract(image, self.scheme, self.indices), sample.target, None, identity)
+        views = tuple(extract(image, scheme, self.indices, self.backend) for scheme in self.schemes)
+        return CropItem(i, views[0] if len(views) == 1 else views, sample.target, None, identity)
 
 
 @dataclass
@@ -194,16 +204,18 @@ class CropBatch:
     identity of its file as read: (size in bytes, mtime_ns, 64-bit content digest)."""
 
     indices: torch.Tensor  # int64 [B], positions in the sample list
-    crops: torch.Tensor | Views  # uint8 [B, K, 3, S, S], or Views where some view is sized by its image
+    crops: torch.Tensor | Views | list  # uint8 [B, K, 3, S, S], or Views where some view is sized by its
+    # image; with several geometries (members of other view sizes) a list of those, one per geometry
     targets: torch.Tensor  # int64 [B]
     failures: list[tuple[int, str]]  # (sample position, reason)
     files: torch.Tensor  # int64 [B, 3] (size, mtime_ns, digest), aligned with indices
     failure_files: torch.Tensor  # int64 [F, 3], aligned with failures; rows of -1: the file could not be read
 
     def pin_memory(self) -> CropBatch:
+        crops = [c.pin_memory() for c in self.crops] if isinstance(self.crops, list) else self.crops.pin_memory()
         return CropBatch(
             self.indices.pin_memory(),
-            self.crops.pin_memory(),
+            crops,
             self.targets.pin_memory(),
             self.failures,
             self.files,
@@ -216,15 +228,21 @@ def _identities(items: list[CropItem]) -> torch.Tensor:
     return torch.tensor([item.file for item in items], dtype=torch.int64).reshape(len(items), 3)
 
 
-def _collate(batch: list[CropItem], per_image: int, crop_size: int, uncropped: bool) -> CropBatch:
+def _stack(views: list, per_image: int, crop_size: int, uncropped: bool) -> torch.Tensor | Views:
+    if not views:
+        return torch.empty((0,), dtype=torch.uint8)
+    if uncropped:
+        return _group_views(views, per_image, crop_size)
+    return torch.stack(views)
+
+
+def _collate(batch: list[CropItem], per_image: int, crop_sizes: list[int], uncropped: bool) -> CropBatch:
     ok = [b for b in batch if b.views is not None]
     failed = [b for b in batch if b.views is None]
-    if not ok:
-        crops = torch.empty((0,), dtype=torch.uint8)
-    elif uncropped:
-        crops = _group_views([b.views for b in ok], per_image, crop_size)
+    if len(crop_sizes) == 1:
+        crops = _stack([b.views for b in ok], per_image, crop_sizes[0], uncropped)
     else:
-        crops = torch.stack([b.views for b in ok])
+        crops = [_stack([b.views[g] for b in ok], per_image, c, uncropped) for g, c in enumerate(crop_sizes)]
     return CropBatch(
         torch.tensor([b.position for b in ok], dtype=torch.int64),
         crops,
@@ -237,19 +255,22 @@ def _collate(batch: list[CropItem], per_image: int, crop_size: int, uncropped: b
 
 def crop_loader(
     samples: list[Sample],
-    scheme: CropScheme,
+    scheme: CropScheme | list[CropScheme] | tuple[CropScheme, ...],
     indices: list[int],
     batches: list[list[int]],
     workers: int,
     pin_memory: bool = False,
+    backend: str = "tensor",
 ) -> torch.utils.data.DataLoader:
-    """One `CropBatch` per list of sample positions in `batches`, in that order."""
-    dataset = CropDataset(samples, scheme, indices)
+    """One `CropBatch` per list of sample positions in `batches`, in that order; with several
+    schemes (the geometries of members of other view sizes) the views of each, per image."""
+    dataset = CropDataset(samples, scheme, indices, backend)
+    sizes = [s.crop_size for s in dataset.schemes]
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=batches,
         num_workers=workers,
-        collate_fn=partial(_collate, per_image=len(indices), crop_size=scheme.crop_size, uncropped=dataset.uncropped),
+        collate_fn=partial(_collate, per_image=len(indices), crop_sizes=sizes, uncropped=dataset.uncropped),
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,

@@ -34,6 +34,7 @@ from .crops import CropScheme
 from .data import DataError, Sample
 from .ensemble import Accumulator, BatchResult, EvalResult, NonFiniteOutputs, Plan, run_batches
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, stop_signals
+from .views import Geometries
 
 log = logging.getLogger(__name__)
 
@@ -195,14 +196,19 @@ def evaluate(
     strict: bool = True,
     precision: str = "fp32",
     compile: bool = False,
+    geometries: Geometries | None = None,
 ) -> EvalResult:
     """Evaluate the ensemble on `samples` for every crop set in `set_names`, in memory.
 
     Only the crops some set needs are extracted. `batch_size` is the number of crops per
     forward pass; a loader batch holds max(1, batch_size // K) images. Undecodable images
     raise DataError when `strict`, else they are left out and listed in `skipped`.
+    `geometries` (views.member_geometries): each member's own views; None: every member on
+    `scheme` as it is.
     """
-    plan = Plan.make(scheme, set_names, requested_set, batch_size, precision, num_members=len(members))
+    plan = Plan.make(
+        scheme, set_names, requested_set, batch_size, precision, num_members=len(members), geometries=geometries
+    )
     acc = Accumulator(len(members), set_names)
     probs = np.zeros((len(samples), members[0].num_classes), dtype=np.float32)
     evaluated = np.zeros(len(samples), dtype=bool)
@@ -277,7 +283,7 @@ def _open_store(store, config, members, samples, plan, world: D.World):
     return found
 
 
-def _batch_choice(config, store, members, samples, set_names, device, world: D.World):
+def _batch_choice(config, store, members, samples, set_names, device, world: D.World, geometries=None):
     """Rank 0 settles the forward batch (autobatch.choose: given, resumed, cached or timed)
     and logs it; every process gets the same choice, or the same ResumeError."""
     from .autobatch import choose
@@ -301,6 +307,7 @@ def _batch_choice(config, store, members, samples, set_names, device, world: D.W
                 config.precision,
                 default_batch_size(device.type),
                 recorded,
+                geometries=geometries,
             )
             if choice.source in ("timed", "cache"):  # the others are in summary.json (and -v)
                 print(f"ensemble-eval: {choice.describe()}", file=sys.stderr)
@@ -315,18 +322,21 @@ def _batch_choice(config, store, members, samples, set_names, device, world: D.W
     return choice
 
 
-def run_evaluation(config, out: Path, samples, members, device, set_names, real, data_report=None) -> int:
+def run_evaluation(
+    config, out: Path, samples, members, device, set_names, real, data_report=None, geometries=None
+) -> int:
     """The evaluation proper: sharded over torchrun processes, saved in chunks, resumable.
 
     Writes the result files into `out` on rank 0 and prints the report; returns the exit code.
-    `data_report`: what under --data was not evaluated (listing.Listing.to_dict), for summary.json."""
+    `data_report`: what under --data was not evaluated (listing.Listing.to_dict), for summary.json;
+    `geometries`: each member's views (views.member_geometries; None: all on the protocol)."""
     from .runstate import ProgressStore, disk_error
 
     world = D.world_from_env()
     device = D.init(world, device)
     out = Path(D.broadcast_from_main(str(out), world))  # one run directory for every process
     store = ProgressStore(out)
-    choice = _batch_choice(config, store, members, samples, set_names, device, world)
+    choice = _batch_choice(config, store, members, samples, set_names, device, world, geometries)
     plan = Plan.make(
         config.protocol,
         set_names,
@@ -338,6 +348,7 @@ def run_evaluation(config, out: Path, samples, members, device, set_names, real,
         curve_samples=config.curve_samples,
         seed=config.seed,
         save_statistics=config.save_logits,
+        geometries=geometries,
     )
     opened = _open_store(store, config, members, samples, plan, world)
     remaining = [b for b in range(plan.num_batches(len(samples))) if b not in opened.done]
@@ -430,7 +441,7 @@ def _finish(config, out, store, samples, plan, members, device, choice, real, re
     )
     records = load_records(out)
     analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "")
-    record = with_analysis(summary_record(config, members, result, device, choice), analysis)
+    record = with_analysis(summary_record(config, members, result, device, choice, plan.geometries), analysis)
     record["data_listing"] = data_report or {"problems": [], "ignored": {}}
     written = ["predictions.npz"] + (["logits.npz"] if config.save_logits else [])
     written += analysis_files(out, record)

@@ -23,6 +23,7 @@ from .data import Sample, Views, crop_loader
 from .errors import UserError
 from .merge import CropGroups, class_dtype, curve_subsets, group_statistics, merge_records, statistics_for, table_rows
 from .metrics import Tally, hits_from_top5
+from .views import Geometries
 
 log = logging.getLogger(__name__)
 
@@ -114,21 +115,36 @@ def place_members(
 
 @torch.inference_mode()
 def member_logits(
-    crops: torch.Tensor | Views,
+    crops: torch.Tensor | Views | list,
     runners: list[Runner],
     chunk_size: int,
     channels_last: bool = True,
     precision: str = "fp32",
+    of_member: tuple[int, ...] | list[int] | None = None,
 ) -> torch.Tensor:
     """Every member's logits for every view, in the canonical class order.
 
-    crops: uint8 [B, K, 3, S, S], or `Views` (groups of equal shape), on the runners' device.
+    crops: uint8 [B, K, 3, S, S], or `Views` (groups of equal shape), on the runners' device;
+    or a list of those, one per geometry, member i taking `crops[of_member[i]]` (members of
+    other view sizes: view k is the same view of the image at each member's own geometry).
     Returns float32 [M, B, K, C] on the same device. Forward passes run on at most
     `chunk_size` crops at a time (views larger than S x S: as many as fit in the pixels of
-    `chunk_size` crops, at least one); every chunk is used by every member before the next is
-    made. `precision` bf16/fp16 runs the forward passes under autocast; the logits are
-    returned (and softmax later taken) in float32.
+    `chunk_size` crops, at least one); every chunk is used by every member of its geometry
+    before the next is made. `precision` bf16/fp16 runs the forward passes under autocast; the
+    logits are returned (and softmax later taken) in float32.
     """
+    if isinstance(crops, list):
+        assert of_member is not None and len(of_member) == len(runners)
+        out: torch.Tensor | None = None
+        for g, views in enumerate(crops):
+            mine = [i for i, j in enumerate(of_member) if j == g]
+            if not mine:
+                continue
+            part = member_logits(views, [runners[i] for i in mine], chunk_size, channels_last, precision)
+            if out is None:
+                out = part.new_empty((len(runners), *part.shape[1:]))
+            out[mine] = part
+        return out
     if isinstance(crops, torch.Tensor):
         b, k = crops.shape[:2]
         chunks = _chunks(crops.reshape(b * k, *crops.shape[2:]), chunk_size, channels_last)
@@ -138,7 +154,7 @@ def member_logits(
                 logits[i].append(_forward(r, x, precision))
         return torch.stack([torch.cat(per_member).view(b, k, -1) for per_member in logits])
     b, k = crops.num_images, crops.per_image
-    out: torch.Tensor | None = None
+    out = None
     for views, where in crops.groups:
         h, w = views.shape[-2:]
         per_pass = max(1, chunk_size * crops.crop_size**2 // (h * w))
@@ -184,6 +200,7 @@ class Plan:
     merges: tuple[str, ...] = ("mean-prob",)  # the first is the reported one
     subsets: tuple[tuple[int, ...], ...] = ((0,),)  # member subsets: singletons, all, then the curve's
     save_statistics: bool = False  # keep float16 group statistics per image (--save-logits)
+    geometries: Geometries | None = None  # each member's view and scaled scheme (None: all on `scheme`)
 
     @classmethod
     def make(
@@ -198,6 +215,7 @@ class Plan:
         curve_samples: int = 64,
         seed: int = 0,
         save_statistics: bool = False,
+        geometries: Geometries | None = None,
     ) -> Plan:
         assert requested_set in set_names
         indices = sorted({i for name in set_names for i in scheme.set_indices(name)})
@@ -215,6 +233,7 @@ class Plan:
             tuple(merges),
             tuple(curve_subsets(num_members, curve_samples, seed)),
             save_statistics,
+            geometries if geometries is not None else Geometries.single(scheme, num_members),
         )
 
     @property
@@ -237,6 +256,12 @@ class Plan:
     def rows(self) -> list[int]:
         """Subset ids of the per-image rows: each member alone, then all members."""
         return table_rows(self.subsets)
+
+    @property
+    def loader_schemes(self) -> CropScheme | list[CropScheme]:
+        """What the loader extracts per image: one scheme, or one per geometry."""
+        schemes = self.geometries.schemes if self.geometries else (self.scheme,)
+        return schemes[0] if len(schemes) == 1 else list(schemes)
 
     def num_batches(self, num_samples: int) -> int:
         return -(-num_samples // self.images_per_batch)
@@ -358,20 +383,24 @@ def run_batches(
     member_names = [m.name for m in members]
     keys = plan.scheme.keys()
     view_names = ["/".join(map(str, keys[i].as_tuple())) for i in plan.indices]
+    geometries = plan.geometries or Geometries.single(plan.scheme, len(members))
     loader = crop_loader(
         samples,
-        plan.scheme,
+        plan.loader_schemes,
         list(plan.indices),
         [list(range(b * plan.images_per_batch, min((b + 1) * plan.images_per_batch, len(samples)))) for b in batch_ids],
         workers,
         pin_memory=device.type == "cuda",
+        backend=geometries.backend,
     )
     for batch_id, (batch, crops, targets) in zip(batch_ids, on_device(loader, device)):
         if batch.indices.numel() == 0:
             yield empty_result(batch_id, plan, members[0].num_classes, batch.failures, batch.failure_files.numpy())
             continue
         with torch.inference_mode():
-            logits = member_logits(crops, runners, plan.batch_size, channels_last, plan.precision)  # [M, B, K, C]
+            logits = member_logits(
+                crops, runners, plan.batch_size, channels_last, plan.precision, geometries.of_member
+            )  # [M, B, K, C]
             statistics = group_statistics(logits, groups, names)  # {name: [M, B, G, C]}
             paths = [samples[i].rel_path for i in batch.indices.tolist()]
             problem = nonfinite_problem(logits, statistics, member_names, paths, view_names)
@@ -415,13 +444,13 @@ def on_device(loader, device: torch.device) -> Iterator[tuple]:
     """
     if device.type != "cuda":
         for batch in loader:
-            yield batch, batch.crops.to(device), batch.targets.to(device)
+            yield batch, _to(batch.crops, device), batch.targets.to(device)
         return
     copy_stream = torch.cuda.Stream(device)
 
     def issue(batch):
         with torch.cuda.stream(copy_stream):
-            return batch, batch.crops.to(device, non_blocking=True), batch.targets.to(device, non_blocking=True)
+            return batch, _to(batch.crops, device, True), batch.targets.to(device, non_blocking=True)
 
     batches = iter(loader)
     first = next(batches, None)
@@ -437,7 +466,15 @@ def on_device(loader, device: torch.device) -> Iterator[tuple]:
         yield batch, crops, targets
 
 
-def _tensors(crops: torch.Tensor | Views) -> list[torch.Tensor]:
+def _to(crops: torch.Tensor | Views | list, device: torch.device, non_blocking: bool = False):
+    if isinstance(crops, list):
+        return [c.to(device, non_blocking=non_blocking) for c in crops]
+    return crops.to(device, non_blocking=non_blocking)
+
+
+def _tensors(crops: torch.Tensor | Views | list) -> list[torch.Tensor]:
+    if isinstance(crops, list):
+        return [t for c in crops for t in _tensors(c)]
     return [v for v, _ in crops.groups] if isinstance(crops, Views) else [crops]
 
 

@@ -395,10 +395,12 @@ def with_analysis(record: dict, analysis: dict, member_ids: list[int] | None = N
     return record
 
 
-def summary_record(config, members, result, device, choice) -> dict:
-    """The run's metadata for summary.json; the result fields come from with_analysis."""
+def summary_record(config, members, result, device, choice, geometries=None) -> dict:
+    """The run's metadata for summary.json; the result fields come from with_analysis.
+    `geometries` (views.Geometries): each member's view, scales and views' cost per image."""
     from . import __version__
 
+    views = geometries.to_dict() if geometries is not None else [None] * len(members)
     return {
         "version": __version__,
         "num_skipped": len(result.skipped),
@@ -417,9 +419,12 @@ def summary_record(config, members, result, device, choice) -> dict:
                 "aux_heads": m.arch.aux_heads,
                 "format": m.fmt,
                 "input": m.convention.to_dict(),
+                "view": view and view | _view_cost(view, result.crops_per_image, config.protocol.uncropped()),
             }
-            for m in members
+            for m, view in zip(members, views)
         ],
+        "views": config.views,
+        "resize_backend": config.resize_backend,
         "device": str(device),
         "batch_size": choice.batch_size,
         "batch_size_choice": choice.to_dict(),
@@ -445,6 +450,12 @@ def summary_record(config, members, result, device, choice) -> dict:
         "command": sys.argv,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _view_cost(view: dict, per_image: int, uncropped: bool) -> dict:
+    """Views and pixels one image costs a member (None for uncropped views: their size is the image's)."""
+    pixels = None if uncropped else per_image * view["crop_size"] ** 2
+    return {"views_per_image": per_image, "pixels_per_image": pixels}
 
 
 def clear_outputs(out: Path, unchanged_only: bool = False) -> None:

@@ -57,7 +57,7 @@ def samples_digest(samples) -> str:
 
 def fingerprint(members, samples, plan) -> dict:
     """Everything that decides the numbers of a run (not where or how fast it runs)."""
-    return {
+    fp = {
         "models": [{"name": m.name, "sha256": m.sha256, "input": m.convention.to_dict()} for m in members],
         "num_images": len(samples),
         "data": samples_digest(samples),
@@ -70,6 +70,12 @@ def fingerprint(members, samples, plan) -> dict:
         "subsets": [list(u) for u in plan.subsets],
         "save_logits": plan.save_statistics,
     }
+    geo = plan.geometries
+    if geo is not None and (
+        geo.backend != "tensor" or {s.geometry_key() for s in geo.schemes} != {plan.scheme.geometry_key()}
+    ):
+        fp["views"] = geo.to_dict()  # members on views other than the protocol's (absent otherwise, as before)
+    return fp
 
 
 def _protocol(recorded: dict | None) -> dict | None:

@@ -38,16 +38,29 @@ def crop_keys(scales=SCALES, squares=SQUARES, crops=CROPS, flips=FLIPS) -> list[
     return [(s, q, c, f) for s in scales for q in squares for c in crops for f in flips]
 
 
-def reference_crop(image: torch.Tensor, key: CropKey, crop_size: int = 224, grid: int = 0) -> torch.Tensor:
+def reference_crop(
+    image: torch.Tensor,
+    key: CropKey,
+    crop_size: int = 224,
+    grid: int = 0,
+    interpolation: str = "bilinear",
+    flip_mode: str = "crop",
+) -> torch.Tensor:
     """uint8 [3, h, w] for one key, computed from scratch.
 
-    Resize the image (shorter side = scale), take the region (a square or the whole image),
-    take the crop (a fixed one, a cell "r<i>c<j>" of the grid x grid grid, or the region
-    uncropped), flip. Every view is crop_size x crop_size except uncropped ones.
+    Resize the image (shorter side = scale, at `interpolation`, antialiased), take the region
+    (a square or the whole image), take the crop (a fixed one, a cell "r<i>c<j>" of the grid x
+    grid grid, or the region uncropped), flip (flip_mode "crop": the crop mirrored; "image":
+    the crop taken from the mirrored resized image, as TenCrop). The center crop of the center
+    square is CenterCrop of the resized image. Every view is crop_size x crop_size except
+    uncropped ones.
     """
     scale, region, crop, flip = key
     assert image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 3
-    resized = v2.Resize(scale, interpolation=InterpolationMode.BILINEAR, antialias=True)(image)
+    mode = InterpolationMode(interpolation)
+    resized = v2.Resize(scale, interpolation=mode, antialias=True)(image)
+    if flip == "mirror" and flip_mode == "image":
+        resized = F.horizontal_flip(resized)
     h, w = resized.shape[-2:]
     assert min(h, w) == scale
     # The s x s square along the longer side, or the whole resized image.
@@ -66,7 +79,9 @@ def reference_crop(image: torch.Tensor, key: CropKey, crop_size: int = 224, grid
     if crop == "uncropped":
         out = sq
     elif crop == "full":
-        out = v2.Resize((crop_size, crop_size), interpolation=InterpolationMode.BILINEAR, antialias=True)(sq)
+        out = v2.Resize((crop_size, crop_size), interpolation=mode, antialias=True)(sq)
+    elif crop == "center" and region == "center":
+        out = F.center_crop(resized, [crop_size, crop_size])  # CenterCrop of the resized image
     elif crop.startswith("r"):  # grid cell r<i>c<j>: corner at (i * (H - c) / (N - 1), j * (W - c) / (N - 1))
         i, j = (int(x) for x in crop[1:].split("c"))
         assert grid >= 2 and 0 <= i < grid and 0 <= j < grid
@@ -77,7 +92,7 @@ def reference_crop(image: torch.Tensor, key: CropKey, crop_size: int = 224, grid
         tl, tr, bl, br, center = F.five_crop(sq, [crop_size, crop_size])
         out = {"tl": tl, "tr": tr, "bl": bl, "br": br, "center": center}[crop]
     # The flip.
-    if flip == "mirror":
+    if flip == "mirror" and flip_mode == "crop":
         out = F.horizontal_flip(out)
     elif flip != "none":
         raise ValueError(f"unknown flip {flip!r}")
@@ -109,6 +124,9 @@ def reference_box(height: int, width: int, key: CropKey, crop_size: int = 224) -
         "center": (mid, mid, crop_size),
         "full": (0, 0, scale),
     }[crop]
+    if square == "center" and crop == "center":  # CenterCrop of the resized image
+        top, left = int(round((rh - crop_size) / 2.0)), int(round((rw - crop_size) / 2.0))
+        crop_box = (top - sq_top, left - sq_left, crop_size)
     return {"resized": (rh, rw), "square": (sq_top, sq_left), "crop": crop_box}
 
 
@@ -119,6 +137,8 @@ def reference_probs(
     keys: list[CropKey],
     crop_size: int = 224,
     grid: int = 0,
+    interpolation: str = "bilinear",
+    flip_mode: str = "crop",
 ) -> torch.Tensor:
     """Equal-weight mean of per-crop, per-model softmax probabilities, as float64 [num_classes].
 
@@ -128,7 +148,7 @@ def reference_probs(
     """
     total, count = None, 0
     for key in keys:
-        crop = reference_crop(image, key, crop_size, grid)
+        crop = reference_crop(image, key, crop_size, grid, interpolation, flip_mode)
         x = v2.ToDtype(torch.float32, scale=True)(crop)
         for model, mean, std in models:
             xn = v2.Normalize(mean=list(mean), std=list(std))(x).unsqueeze(0)

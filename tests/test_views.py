@@ -1,0 +1,278 @@
+"""Each member's own eval view: the resolver, the scaled protocol, the libraries' pixels.
+
+The 1-crop view of a member must be its library's eval transform: torchvision's
+`weights.transforms()` and timm's `create_transform(**resolve_data_config(...))`. Two
+references per library:
+
+- the tensor path: the library transform's own parameters (resize, crop, interpolation,
+  mean/std read from the transform object) run with torchvision's v2 tensor kernels, which
+  the tool's tensor backend uses (torchvision's v1 functional, which `weights.transforms()`
+  calls on a tensor, resizes in float and rounds: one grey level off on ~17% of values, see
+  docs/protocol.md), to 1e-5 in probabilities;
+- the PIL path: the library's transform object itself on the PIL image, against the tool's
+  `pil` backend, to 1e-6.
+
+Models are random-init with BatchNorm recalibrated and a nearest-class-mean head on the test
+images (demo.fit_demo_head), so a view a pixel off moves the probabilities; each test also
+shows the protocol's own view differing, so it could fail.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import DATA
+from PIL import Image
+from reference_protocol import reference_probs
+from torchvision.transforms import v2
+
+from ensemble_eval.checkpoints import Member, _torchvision_convention, timm_convention
+from ensemble_eval.crops import CropScheme, SchemeError, extract_crops
+from ensemble_eval.data import list_samples
+from ensemble_eval.demo import fit_demo_head
+from ensemble_eval.engine import evaluate
+from ensemble_eval.models import ArchSpec
+from ensemble_eval.views import Geometries, member_geometries, one_crop_scheme, resolve_view
+
+PAPER = CropScheme()
+NUM = 4  # images per library check
+
+
+@pytest.fixture(scope="module")
+def few(samples, images):
+    return samples[:NUM], images[:NUM]
+
+
+def _sensitive(model, images, samples, crop):
+    torch.manual_seed(0)
+    return fit_demo_head(model, images, [s.target for s in samples], crop_size=crop).eval()
+
+
+def _tool_probs(member, samples, backend="tensor", mode="native"):
+    geo = member_geometries([member], PAPER, mode, backend)
+    result = evaluate(samples, [member], PAPER, ["1"], "1", torch.device("cpu"), 4, 0, progress=False, geometries=geo)
+    return torch.from_numpy(result.probs), geo
+
+
+@torch.inference_mode()
+def _probs(model, views):
+    return torch.softmax(model(torch.stack(views)), dim=1)
+
+
+def _pil(sample):
+    with Image.open(sample.path) as img:
+        return img.convert("RGB")
+
+
+def _v2_equivalent(resize, crop, interpolation, mean, std):
+    """The library transform's own parameters, run with torchvision's v2 tensor kernels."""
+    return v2.Compose(
+        [
+            v2.Resize(resize, interpolation=interpolation, antialias=True),
+            v2.CenterCrop(crop),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
+
+
+TORCHVISION = [
+    ("resnet18", "ResNet18_Weights.IMAGENET1K_V1", (224, 256, "bilinear")),
+    ("regnet_y_400mf", "RegNet_Y_400MF_Weights.IMAGENET1K_V2", (224, 232, "bilinear")),
+    ("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1", (224, 256, "bicubic")),
+    ("efficientnet_b1", "EfficientNet_B1_Weights.IMAGENET1K_V2", (240, 255, "bilinear")),
+    ("vit_b_32", "ViT_B_32_Weights.IMAGENET1K_V1", (224, 256, "bilinear")),
+]
+
+
+@pytest.mark.parametrize("builder,weights_name,geometry", TORCHVISION, ids=[t[0] for t in TORCHVISION])
+def test_one_crop_is_torchvision_weights_transforms(few, builder, weights_name, geometry):
+    import torchvision.models as tvm
+
+    samples, images = few
+    weights = tvm.get_weight(weights_name)
+    conv, _ = _torchvision_convention(builder, weights, published_file=False)
+    view = resolve_view(conv, None, PAPER)
+    assert (view.crop_size, view.resize_size, view.interpolation) == geometry
+    model = _sensitive(tvm.get_model(builder, weights=None), images, samples, geometry[0])
+    fixed = geometry[0] if builder.startswith("vit") else None
+    member = Member(f"torchvision:{builder}", "", ArchSpec(builder, 1000, False, fixed), model, conv)
+    transform = weights.transforms()  # the library's own eval transform
+
+    ours, geo = _tool_probs(member, samples)
+    assert geo.schemes[0].base_scale == transform.resize_size[0]
+    params = (transform.resize_size, transform.crop_size, transform.interpolation, transform.mean, transform.std)
+    tensor_ref = _probs(model, [_v2_equivalent(*params)(im) for im in images])
+    assert (ours - tensor_ref).abs().max() <= 1e-5
+
+    pil_ours, _ = _tool_probs(member, samples, backend="pil")
+    pil_ref = _probs(model, [transform(_pil(s)) for s in samples])
+    assert (pil_ours - pil_ref).abs().max() <= 1e-6
+
+    if geometry != (224, 256, "bilinear"):  # the protocol's view is not this member's: the check can fail
+        protocol, _ = _tool_probs(member, samples, mode="protocol")
+        assert (protocol - tensor_ref).abs().max() > 1e-3
+
+
+TIMM = [
+    ("resnet18", (224, 235, "bicubic")),  # crop_pct 0.95
+    ("mobilenetv3_small_100", (224, 256, "bicubic")),  # crop_pct 0.875
+    ("vit_tiny_patch16_224", (224, 248, "bicubic")),  # crop_pct 0.9, mean/std 0.5
+]
+
+
+@pytest.mark.parametrize("name,geometry", TIMM, ids=[t[0] for t in TIMM])
+def test_one_crop_is_timm_eval_transform(few, name, geometry):
+    timm = pytest.importorskip("timm")
+    from timm.data import create_transform, resolve_data_config
+
+    samples, images = few
+    conv = timm_convention(name)
+    view = resolve_view(conv, None, PAPER)
+    assert (view.crop_size, view.resize_size, view.interpolation) == geometry
+    torch.manual_seed(0)
+    model = _sensitive(timm.create_model(name, pretrained=False), images, samples, geometry[0])
+    transform = create_transform(**resolve_data_config({}, model=model))  # timm's eval transform (PIL)
+    resize, crop, _, normalize = transform.transforms
+    assert torch.as_tensor(normalize.mean).tolist() == pytest.approx(conv.mean)
+    member = Member(f"timm:{name}", "", ArchSpec(f"timm/{name}", 1000, False), model, conv)
+
+    ours, _ = _tool_probs(member, samples)
+    params = (resize.size, crop.size, resize.interpolation, normalize.mean, normalize.std)
+    tensor_ref = _probs(model, [_v2_equivalent(*params)(im) for im in images])
+    assert (ours - tensor_ref).abs().max() <= 1e-5
+
+    pil_ours, _ = _tool_probs(member, samples, backend="pil")
+    pil_ref = _probs(model, [transform(_pil(s)) for s in samples])
+    assert (pil_ours - pil_ref).abs().max() <= 1e-6
+
+    protocol, _ = _tool_probs(member, samples, mode="protocol")  # Resize(256) bilinear: another view
+    assert (protocol - tensor_ref).abs().max() > 1e-3
+
+
+def test_the_protocol_for_its_own_view_is_the_protocol():
+    assert PAPER.for_view(224, 256, "bilinear") == PAPER  # the GoogLeNet numbers cannot move
+    inception = PAPER.for_view(299, 342, "bilinear")
+    assert inception.scales == (342, 384, 427, 470)  # configs/inception-299-144.yaml's scales
+    assert inception.crop_sets["1"]["scales"] == (342,) and inception.crop_sets["10"]["scales"] == (342,)
+    regnet = PAPER.for_view(224, 232, "bicubic")
+    assert regnet.scales == (232, 288, 320, 352) and regnet.interpolation == "bicubic"
+    assert regnet.set_indices("1") == PAPER.set_indices("1")  # view k is view k of the protocol
+    with pytest.raises(SchemeError, match="repeat a scale"):
+        PAPER.for_view(224, 288, "bilinear")
+
+
+def test_members_without_a_view_follow_the_protocol_and_share_its_views(demo_models):
+    one = {"scales": (72,), "regions": ("center",), "crops": ("center",), "flips": ("none",)}
+    quick = CropScheme(scales=(72, 88), crop_size=64, crop_sets={"1": one, "all": {}})
+    members = [Member(f"m{i}", "", ArchSpec("paper-googlenet", 1000, True), m) for i, m in enumerate(demo_models)]
+    geo = member_geometries(members, quick)
+    assert geo.schemes == (quick,) and geo.of_member == (0, 0)
+    assert geo.views[0].describe() == "Resize(72, bilinear) + CenterCrop(64) [protocol]"
+
+
+def test_center_crop_of_the_center_square_is_centercrop_at_odd_margins(images):
+    scheme = PAPER.for_view(299, 342, "bilinear")
+    for image in images:
+        (one,) = extract_crops(image, scheme, scheme.set_indices("1"))
+        assert torch.equal(one, v2.CenterCrop(299)(v2.Resize(342, antialias=True)(image)))
+
+
+@pytest.mark.parametrize("mode", ["crop", "image"])
+def test_flip_modes_against_torchvision(images, mode):
+    five = ("tl", "tr", "bl", "br", "center")
+    scheme = CropScheme(scales=(342,), crop_size=299, regions=("whole",), crops=five, crop_sets={"10": {}}, flip=mode)
+    differs = 0
+    for image in images:
+        resized = v2.Resize(342, antialias=True)(image)
+        if mode == "image":  # TenCrop: the five crops of the image, then of the mirrored image
+            ten = v2.TenCrop(299)(resized)
+            expected = [ten[i // 2 + 5 * (i % 2)] for i in range(10)]
+        else:  # each of the five crops, then it mirrored
+            fc = v2.FiveCrop(299)(resized)
+            expected = [fc[i // 2] if i % 2 == 0 else fc[i // 2].flip(-1) for i in range(10)]
+        ours = extract_crops(image, scheme)
+        assert torch.equal(ours, torch.stack(expected))
+        other = extract_crops(image, CropScheme(**{**scheme.__dict__, "flip": "crop" if mode == "image" else "image"}))
+        differs += not torch.equal(ours, other)
+    assert differs  # odd margins make the two modes differ on these images
+
+
+def test_pil_backend_full_and_flip_image_are_pil_resized(images):
+    scheme = CropScheme(scales=(256,), crop_size=224, crops=("full", "tl"), crop_sets={"all": {}}, flip="image")
+    image = images[0]
+    for backend in ("tensor", "pil"):
+        crops = extract_crops(image, scheme, backend=backend)
+        assert crops.shape == (len(scheme.keys()), 3, 224, 224)
+    pil = extract_crops(image, scheme, backend="pil")
+    tensor = extract_crops(image, scheme)
+    assert 0 < (pil.int() - tensor.int()).abs().max() <= 3  # near, not the same kernel
+
+
+def test_mixed_resolution_ensemble_equals_a_per_member_reference(tmp_path, samples, images, capsys):
+    """A 224 member (bicubic, resize 232) and a 299 TorchScript program (resize 342) at 10 crops."""
+    from ensemble_eval.checkpoints import load_members
+    from ensemble_eval.demo import make_demo_model
+
+    picked, pictures = samples[:2], images[:2]
+    targets = [s.target for s in samples]
+    small = make_demo_model("resnet18", images, targets, seed=4)
+    torch.save(small.state_dict(), tmp_path / "small.pt")
+    (tmp_path / "small.pt.yaml").write_text(
+        "arch: resnet18\ninput_size: 224\nresize_size: 232\ninterpolation: bicubic\n"
+    )
+    big = make_demo_model("mobilenet_v3_small", images, targets, seed=5, crop_size=299)
+    torch.jit.save(torch.jit.trace(big, torch.zeros(1, 3, 299, 299)), tmp_path / "big.ts")
+    (tmp_path / "big.ts.yaml").write_text("input_size: 299\nresize_size: 342\n")
+    members = load_members([str(tmp_path / "small.pt"), str(tmp_path / "big.ts")])
+    geo = member_geometries(members, PAPER)
+    assert [s.crop_size for s in geo.schemes] == [224, 299] and geo.of_member == (0, 1)
+    result = evaluate(picked, members, PAPER, ["10"], "10", torch.device("cpu"), 8, 0, progress=False, geometries=geo)
+
+    five = ("tl", "tr", "bl", "br", "center")
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    for i, image in enumerate(pictures):
+        per_member = [
+            reference_probs(
+                image,
+                [(small, mean, std)],
+                [(232, "center", c, f) for c in five for f in ("none", "mirror")],
+                224,
+                interpolation="bicubic",
+            ),
+            reference_probs(
+                image, [(big, mean, std)], [(342, "center", c, f) for c in five for f in ("none", "mirror")], 299
+            ),
+        ]
+        expected = (per_member[0] + per_member[1]) / 2
+        assert (torch.from_numpy(result.probs[i]).double() - expected).abs().max() <= 1e-5
+
+
+def test_validate_and_the_run_use_the_same_one_crop_view():
+    conv, _ = _torchvision_convention(
+        "regnet_y_400mf",
+        __import__("torchvision").models.get_weight("RegNet_Y_400MF_Weights.IMAGENET1K_V2"),
+        published_file=False,
+    )
+    view = resolve_view(conv, None, PAPER)
+    run_scheme = PAPER.for_view(view.crop_size, view.resize_size, view.interpolation)
+    validate_scheme = one_crop_scheme(view)
+    image = torch.randint(0, 256, (3, 300, 411), dtype=torch.uint8)
+    assert torch.equal(
+        extract_crops(image, run_scheme, run_scheme.set_indices("1")), extract_crops(image, validate_scheme)
+    )
+    assert Geometries.single(PAPER).views[0].resize_size == 256
+
+
+def test_sidecar_interpolation_is_checked(tmp_path):
+    from ensemble_eval.checkpoints import CheckpointError, parse_convention
+
+    assert parse_convention({"interpolation": "bicubic"}, "sidecar").interpolation == "bicubic"
+    with pytest.raises(CheckpointError, match="interpolation must be one of"):
+        parse_convention({"interpolation": "lanczos"}, "sidecar")
+    with pytest.raises(CheckpointError, match="antialias must be true or false"):
+        parse_convention({"antialias": "yes"}, "sidecar")
+
+
+def test_list_samples_of_tests_data_has_images():
+    assert len(list_samples(DATA)) >= NUM
