@@ -25,6 +25,7 @@ from .crops import CropScheme
 from .engine import evaluate
 from .ensemble import _forward, place_members
 from .models import ArchSpec
+from .views import Geometries
 
 FULL_PROTOCOL_CROPS = 7 * 144 * 50_000  # the paper's evaluation: 7 members x 144 crops x ImageNet val
 TARGETS = {"e2e_over_model": 0.92, "e2e_over_naive": 2.2, "model_over_ceiling": 0.55}
@@ -133,11 +134,14 @@ def per_image_seconds(
     repeats: int = 2,
     precision: str = "fp32",
     compile: bool = False,
+    backend: str = "tensor",
 ) -> float:
     """Steady-state seconds per image of the tool's evaluation loop for one crop set: the
     difference of a run over all `samples` and one over the first half, so start-up (loader
-    workers, first forward passes; with `compile`, compiling) cancels; each the fastest of `repeats` runs."""
+    workers, first forward passes; with `compile`, compiling) cancels; each the fastest of `repeats` runs.
+    `backend`: the resize backend (tensor or pil)."""
     half = max(1, len(samples) // 2)
+    geometries = Geometries.single(scheme, len(members), backend)
 
     def seconds(subset) -> float:
         start = time.perf_counter()
@@ -154,6 +158,7 @@ def per_image_seconds(
             False,
             precision=precision,
             compile=compile,
+            geometries=geometries,
         )
         _sync()
         return time.perf_counter() - start
@@ -162,6 +167,54 @@ def per_image_seconds(
     full = min(seconds(samples) for _ in range(repeats))  # the least disturbed of `repeats` runs
     part = min(seconds(samples[:half]) for _ in range(repeats))
     return (full - part) / (len(samples) - half)
+
+
+def extraction_seconds(samples, scheme: CropScheme, crop_set: str, backend: str, repeats: int = 3) -> float:
+    """Seconds per image of a loader worker's work (read, decode, resize, crop, flip) with the
+    resize `backend`, in this process: the fastest of `repeats` passes over `samples`."""
+    from .data import CropDataset
+
+    dataset = CropDataset(samples, scheme, scheme.set_indices(crop_set), backend)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(len(dataset)):
+            dataset[i]
+        best = min(best, time.perf_counter() - start)
+    return best / len(samples)
+
+
+def resize_backends(
+    samples, members, scheme: CropScheme, crop_set: str, device, batch_size: int, workers: int, repeats: int = 3
+) -> dict:
+    """The cost of `--resize-backend pil` against the tensor resize, side by side: a loader
+    worker's seconds per image (in one process, interleaved passes) and the tool's steady
+    state end to end (with `workers` loader processes)."""
+    extract: dict[str, float] = {"tensor": math.inf, "pil": math.inf}
+    for _ in range(repeats):  # interleaved, each backend keeping its least disturbed pass
+        for backend in extract:
+            extract[backend] = min(extract[backend], extraction_seconds(samples, scheme, crop_set, backend, 1))
+    e2e = {
+        backend: per_image_seconds(
+            samples,
+            members,
+            scheme,
+            crop_set,
+            device,
+            batch_size,
+            workers,
+            repeats=max(2, repeats - 1),
+            backend=backend,
+        )
+        for backend in extract
+    }
+    return {
+        "crops": crop_set,
+        "extract_seconds_per_image": extract,
+        "end_to_end_seconds_per_image": e2e,
+        "pil_over_tensor_extract": extract["pil"] / extract["tensor"],
+        "pil_over_tensor_end_to_end": e2e["pil"] / e2e["tensor"],
+    }
 
 
 def protocol_costs(samples, members, protocols, device, batch_size: int, workers: int, images: int) -> list[dict]:

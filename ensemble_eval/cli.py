@@ -405,9 +405,10 @@ def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
 
     main_process = world_from_env().is_main
     if main_process:
-        for member, view, g in zip(members, geometries.views, geometries.of_member):
-            scales = "/".join(map(str, geometries.schemes[g].scales))
-            print(f"ensemble-eval: {member.name}: {view.describe()}, scales {scales}", file=sys.stderr)
+        if geometries.schemes != (scheme,):  # some member on views of its own: say which, before the first image
+            for member, view, g in zip(members, geometries.views, geometries.of_member):
+                scales = "/".join(map(str, geometries.schemes[g].scales))
+                print(f"ensemble-eval: {member.name}: {view.describe()}, scales {scales}", file=sys.stderr)
         claim(out, "run")
     # one run per directory, held to the last file written; the state is checked again under the lock
     with RunLock(out) if main_process else contextlib.nullcontext():

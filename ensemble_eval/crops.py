@@ -301,11 +301,14 @@ class CropScheme:
         `interpolation`: the base scale (the 1-crop view's) becomes resize_size, every other
         scale s becomes int(round(s * crop_size / self.crop_size)), the crops crop_size; regions,
         crops, flips and the crop sets stay, so view k of the member is view k of the scheme.
+        A scheme of uncropped views only (whole images: no center crop to match) scales every
+        scale, the base too.
 
         With the scheme's own crop size and base scale the result equals the scheme.
         """
         ratio = crop_size / self.crop_size
-        mapping = {s: resize_size if s == self.base_scale else int(round(s * ratio)) for s in self.scales}
+        base = self.base_scale if any(c != UNCROPPED for c in self.crops) else None
+        mapping = {s: resize_size if s == base else int(round(s * ratio)) for s in self.scales}
         scales = tuple(mapping[s] for s in self.scales)
         if len(set(scales)) != len(scales):
             raise SchemeError(

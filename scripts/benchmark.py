@@ -19,7 +19,7 @@ import sys
 
 import torch
 
-from ensemble_eval.benchmark import random_members, run_benchmark, startup
+from ensemble_eval.benchmark import random_members, resize_backends, run_benchmark, startup
 from ensemble_eval.checkpoints import load_members
 from ensemble_eval.config import DEFAULT_WORKERS, build_config
 from ensemble_eval.data import list_samples
@@ -45,6 +45,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement")
     p.add_argument("--naive-repeats", type=int, default=1, help="repeats of the (slow) naive baseline")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up timings (fresh processes)")
+    p.add_argument("--no-backends", action="store_true", help="skip the tensor vs pil resize comparison")
     p.add_argument("--out", help="write the records as JSON here")
     args = p.parse_args()
 
@@ -70,6 +71,25 @@ def main() -> int:
         runs.append(record)
         _print(record)
     output = {"runs": runs}
+    if not args.no_backends:
+        output["resize_backends"] = rb = resize_backends(
+            samples,
+            ensembles[0],
+            scheme,
+            args.crops,
+            device,
+            runs[0]["end_to_end"]["batch_size"],
+            args.workers,
+            args.repeats,
+        )
+        ex, e2e = rb["extract_seconds_per_image"], rb["end_to_end_seconds_per_image"]
+        print(f"resize backends ({args.crops} crops): a loader worker's seconds per image, then the tool end to end")
+        for backend in ex:
+            print(f"  {backend:6s} extract {ex[backend]:.4f} s/image   end to end {e2e[backend]:.3f} s/image")
+        print(
+            f"  pil / tensor: extract x{rb['pil_over_tensor_extract']:.2f}, end to end "
+            f"x{rb['pil_over_tensor_end_to_end']:.2f}"
+        )
     if not args.no_startup:
         output["startup"] = st = startup(samples, ensembles[0], args.repeats)
         print(f"import torch, torchvision {st['import_torch_torchvision_s']:6.2f} s")

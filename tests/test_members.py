@@ -261,11 +261,22 @@ def test_a_program_whose_loading_would_unpickle_is_refused(resnet_programs, tmp_
 
 def test_a_member_that_cannot_take_the_crop_size_is_refused_before_any_image(resnet_programs, tmp_path, capsys):
     _, d = resnet_programs
-    code = main(["--models", str(d / "r18_static.pt2"), "--data", str(DATA), "--out", str(tmp_path / "o")])
+    args = ["--models", str(d / "r18_static.pt2"), "--data", str(DATA), "--views", "protocol"]
+    code = main([*args, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "r18_static.pt2 cannot take the protocol's 224x224 crops: it takes only 64x64 crops" in err
     assert "crop_size: 64" in err and not (tmp_path / "o" / "progress").exists()
+
+
+def test_a_member_of_one_input_size_runs_the_protocol_scaled_to_it(resnet_programs, tmp_path, capsys):
+    _, d = resnet_programs
+    args = ["--models", str(d / "r18_static.pt2"), "--data", str(DATA), "--crops", "10", "--limit", "2"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "r18_static.pt2: Resize(73, bilinear) + CenterCrop(64) [network input size], scales 73/82/91/101" in err
+    view = json.loads((tmp_path / "o" / "summary.json").read_text())["models"][0]["view"]
+    assert (view["crop_size"], view["resize_size"], view["pixels_per_image"]) == (64, 73, 10 * 64 * 64)
 
 
 def test_vit_needs_its_own_size():

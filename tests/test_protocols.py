@@ -71,7 +71,9 @@ def test_vgg_150_geometry_is_the_5x5_grid_over_the_whole_image(shape):
 
 
 # Inception at 299: resized size, square offsets along the longer side, and in each square the
-# far corner (s - 299) and the center offset round((s - 299) / 2), by hand.
+# far corner (s - 299) and the center offset round((s - 299) / 2), by hand. The center crop of
+# the center square is CenterCrop(299) of the resized image: round((long - 299) / 2) along the
+# longer side (342 x 456: 78, where centering in the square, 57 + 22, would give 79).
 INCEPTION = {
     342: ((342, 456), (0, 57, 114), 43, 22),  # 21.5 -> 22 (half to even)
     384: ((384, 512), (0, 64, 128), 85, 42),  # 42.5 -> 42
@@ -93,9 +95,12 @@ def test_inception_299_geometry_is_googlenet_at_299(shape):
             rh, rw = rw, rh
         elif shape == SQUARE:
             rh, rw, along = s, s, (0, 0, 0)
-        for a in along:
+        for k, a in enumerate(along):
             top, left = (a, 0) if shape == PORTRAIT else (0, a)
             corners = {"tl": (0, 0), "tr": (0, far), "bl": (far, 0), "br": (far, far), "center": (c, c)}
+            if k == 1:  # the center square's center crop: CenterCrop of the resized image
+                mid = int(round((max(rh, rw) - 299) / 2)) - a
+                corners["center"] = (mid, c) if shape == PORTRAIT else (c, mid)
             for crop in ("tl", "tr", "bl", "br", "center", "full"):
                 dt, dl = corners.get(crop, (0, 0))
                 size = s if crop == "full" else 299
