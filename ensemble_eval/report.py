@@ -89,7 +89,22 @@ def _member_section(record: dict) -> tuple[list[str], list[list[str]]]:
         [m["name"]] + [_pct(m["errors"][s][a]) for s in sets for a in ("top1_err", "top5_err")]
         for m in record["models"]
     ]
+    views = [_view_cells(m.get("view")) for m in record["models"]]
+    if all(views):  # runs since member views (older records, or damaged entries: no columns)
+        header[1:1] = ["View (resize/crop)", "Pixels per view (224 px = 1)"]
+        for row, cells in zip(rows, views):
+            row[1:1] = cells
     return header, rows
+
+
+def _view_cells(view: object) -> list[str] | None:
+    """A member's view as the members table shows it, or None when the record has no usable one."""
+    if not isinstance(view, dict):
+        return None
+    resize, crop, interpolation = view.get("resize_size"), view.get("crop_size"), view.get("interpolation")
+    if not all(type(v) is int and 0 < v <= 1 << 16 for v in (resize, crop)) or not isinstance(interpolation, str):
+        return None
+    return [f"{resize}/{crop} {interpolation[:16]}", f"{crop**2 / 224**2:.2f}"]
 
 
 def _tests_section(record: dict) -> tuple[list[str], list[list[str]]]:

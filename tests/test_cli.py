@@ -224,6 +224,8 @@ def test_bad_command_lines_exit_nonzero_with_one_line(demo_ckpts, tmp_path):
         (["--models", a, "--data", str(DATA), "--crops", "12"], "--crops 12 is not a crop set"),
         (["--models", a, "--data", str(DATA), "--batch-size", "0"], "positive integer"),
         (["--models", a, "--data", str(DATA), "--device", "tpu"], "invalid choice"),
+        (["--models", a, "--data", str(DATA), "--views", "mine"], "invalid choice: 'mine'"),
+        (["--models", a, "--data", str(DATA), "--resize-backend", "cv2"], "invalid choice: 'cv2'"),
         (["--models", a, "--data", str(DATA), "--bogus"], "unrecognized arguments"),
     ]
     for args, needle in cases:

@@ -276,3 +276,129 @@ def test_sidecar_interpolation_is_checked(tmp_path):
 
 def test_list_samples_of_tests_data_has_images():
     assert len(list_samples(DATA)) >= NUM
+
+
+def test_a_run_prints_and_records_each_members_view(demo_ckpts, tmp_path, capsys):
+    import json
+    import shutil
+
+    from ensemble_eval.cli import main
+
+    member = shutil.copy(demo_ckpts[0], tmp_path / "own.pt")
+    (tmp_path / "own.pt.yaml").write_text("resize_size: 232\ninterpolation: bicubic\n")
+    args = ["--models", str(member), str(demo_ckpts[0]), "--data", str(DATA), "--crops", "10", "--limit", "2"]
+    assert main([*args, "--resize-backend", "pil", "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "own.pt: Resize(232, bicubic) + CenterCrop(224) [sidecar own.pt.yaml], scales 232/288/320/352" in captured.err
+    )
+    assert "a.pt: Resize(256, bilinear) + CenterCrop(224) [protocol], scales 256/288/320/352" in captured.err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    views = [m["view"] for m in summary["models"]]
+    assert [v["resize_size"] for v in views] == [232, 256] and {v["backend"] for v in views} == {"pil"}
+    assert views[0]["views_per_image"] == 10 and views[0]["pixels_per_image"] == 10 * 224 * 224
+    assert summary["resize_backend"] == "pil" and summary["views"] == "native"
+    from ensemble_eval.report import _view_cells
+
+    assert _view_cells(views[0]) == ["232/224 bicubic", "1.00"]  # the members table (--table) names each view
+    assert _view_cells({"resize_size": "232", "crop_size": 224}) is None  # a damaged record: no column
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("views: [native]\n", "views (--views) must be one of ['native', 'protocol']"),
+        ("resize_backend: 3\n", "resize_backend (--resize-backend) must be one of ['tensor', 'pil']"),
+        ("protocol: {interpolation: lanczos}\n", "interpolation: 'lanczos' is not one of"),
+        ("protocol: {flip: both}\n", "flip: 'both' is not one of ['crop', 'image']"),
+        ("protocol: {antialias: 'no'}\n", "antialias: 'no' must be true or false"),
+    ],
+)
+def test_bad_view_settings_in_a_config_are_one_line(tmp_path, text, message):
+    from ensemble_eval.config import build_config
+    from ensemble_eval.errors import UserError
+
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(UserError, match=None) as info:
+        build_config(str(tmp_path / "c.yaml"), {})
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_changed_view_or_backend_is_a_different_run_but_old_runs_keep_their_fingerprint(demo_ckpts, samples):
+    from ensemble_eval.checkpoints import load_members
+    from ensemble_eval.ensemble import Plan
+    from ensemble_eval.runstate import fingerprint
+
+    members = load_members([str(demo_ckpts[0])])
+    plain = Plan.make(PAPER, ["1"], "1", 4)
+    assert "views" not in fingerprint(members, samples, plain)  # runs started before member views resume
+    pil = Plan.make(PAPER, ["1"], "1", 4, geometries=member_geometries(members, PAPER, backend="pil"))
+    assert fingerprint(members, samples, pil)["views"][0]["backend"] == "pil"
+
+
+def test_pil_backend_refuses_a_member_without_antialias():
+    conv = _torchvision_convention("resnet18", __import__("torchvision").models.get_weight("ResNet18_Weights.DEFAULT"))[
+        0
+    ]
+    from dataclasses import replace
+
+    member = Member("m.pt", "", ArchSpec("resnet18", 1000, False), torch.nn.Identity(), replace(conv, antialias=False))
+    with pytest.raises(SchemeError, match="pil always antialiases"):
+        member_geometries([member], PAPER, backend="pil")
+    assert member_geometries([member], PAPER).schemes[0].antialias is False
+
+
+def _member(name, **view):
+    from ensemble_eval.checkpoints import Convention
+
+    conv = Convention(**view, source="sidecar " + name, given=frozenset(view))
+    return Member(name, "", ArchSpec("resnet18", 1000, False), torch.nn.Identity(), conv)
+
+
+def test_members_of_five_resolutions_get_one_geometry_each_and_share_equal_ones():
+    members = [
+        _member("a224", input_size=224, resize_size=232),
+        _member("b240", input_size=240, resize_size=255),
+        _member("c256", input_size=256, resize_size=292),
+        _member("d299", input_size=299, resize_size=342),
+        _member("e384", input_size=384, resize_size=384, interpolation="bicubic"),
+        _member("f224", input_size=224, resize_size=232),  # the same view as a224: shares its views
+    ]
+    geo = member_geometries(members, PAPER)
+    assert [s.crop_size for s in geo.schemes] == [224, 240, 256, 299, 384]
+    assert geo.of_member == (0, 1, 2, 3, 4, 0)
+    assert geo.schemes[3].scales == (342, 384, 427, 470) and geo.schemes[4].interpolation == "bicubic"
+    assert all(s.keys()[i].crop == PAPER.keys()[i].crop for s in geo.schemes for i in range(144))
+
+
+def test_the_one_crop_view_nests_in_the_ten_at_the_members_resize(images):
+    scheme = PAPER.for_view(224, 232, "bicubic")
+    ten = scheme.set_indices("10")
+    (one,) = scheme.set_indices("1")
+    assert one in ten
+    image = images[0]
+    views = extract_crops(image, scheme, ten)
+    one_view = extract_crops(image, scheme, [one])[0]
+    assert torch.equal(views[ten.index(one)], one_view)
+    expected = v2.CenterCrop(224)(v2.Resize(232, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)(image))
+    assert torch.equal(one_view, expected)
+
+
+def test_batch_timing_runs_each_member_on_its_own_geometry():
+    from ensemble_eval.autobatch import measure
+    from ensemble_eval.ensemble import place_members
+
+    class Needs(torch.nn.Module):
+        def __init__(self, size):
+            super().__init__()
+            self.size, self.fc = size, torch.nn.Linear(3, 10)
+
+        def forward(self, x):
+            assert x.shape[-1] == self.size  # a member fed another geometry's views would fail here
+            return self.fc(x.mean(dim=(2, 3)))
+
+    members = [Member(f"m{s}", "", ArchSpec("x", 10, False), Needs(s)) for s in (16, 24)]
+    runners = place_members(members, torch.device("cpu"), channels_last=False)
+    crops = [torch.zeros(8, 3, 16, 16, dtype=torch.uint8), torch.zeros(8, 3, 24, 24, dtype=torch.uint8)]
+    rates = measure(crops, runners, (2, 4), channels_last=False, precision="fp32", rounds=1, of_member=(0, 1))
+    assert set(rates) == {2, 4} and all(r > 0 for r in rates.values())
