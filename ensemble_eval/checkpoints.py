@@ -81,7 +81,7 @@ class Convention:
     resize_size: int | None = None  # the shorter side it resizes to before its 1-crop center crop
     interpolation: str | None = None  # of that resize: bilinear, bicubic or nearest (None: the protocol's)
     antialias: bool | None = None  # of the tensor resize (None: the protocol's, true by default)
-    crop_mode: str = "center"  # timm's crop_mode; only "center" (Resize + CenterCrop) is reproduced
+    unreproduced: str | None = None  # why its library's eval view is not Resize + CenterCrop (timm: squash, ...)
     published: tuple[float, float] | None = None  # published 1-crop (top1_err, top5_err), fractions
     source: str = "default"  # "default", "embedded", "sidecar NAME", "torchvision", "timm"
     given: frozenset[str] = field(default=frozenset(), compare=False)  # fields the source set (win over defaults)
@@ -672,9 +672,20 @@ def timm_convention(name: str) -> Convention:
         input_size=size,
         resize_size=int(math.floor(size / crop_pct)),
         interpolation=cfg.interpolation if cfg.interpolation in INTERPOLATIONS else "bicubic",
-        crop_mode=cfg.crop_mode or "center",
+        unreproduced=_timm_unreproduced(cfg, size, crop_pct),
         source="timm",
     )
+
+
+def _timm_unreproduced(cfg, size: int, crop_pct: float) -> str | None:
+    """Why timm's eval transform for `cfg` is not Resize(floor(size / crop_pct)) + CenterCrop(size)."""
+    if (cfg.crop_mode or "center") != "center":
+        return f"crop_mode {cfg.crop_mode}"
+    if cfg.input_size[-2] != cfg.input_size[-1]:
+        return f"a non-square input of {cfg.input_size[-2]}x{cfg.input_size[-1]}"
+    if math.floor(size / crop_pct) < size:
+        return f"crop_pct {crop_pct}: its center crop is larger than the resized image and padded with zeros"
+    return None
 
 
 def _reachable(url: str) -> bool:
@@ -772,11 +783,11 @@ def _check_convention(ins: Inspection) -> None:
     problem = input_range_problem(conv)  # a sidecar's fields over an architecture's defaults
     if problem:
         ins.errors.append(f"input convention ({conv.source}): {problem}")
-    if conv.crop_mode != "center":
+    if conv.unreproduced:
         ins.warnings.append(
-            f"timm evaluates it with crop_mode {conv.crop_mode}, which ensemble-eval does not reproduce: its views "
-            f"are Resize({conv.resize_size}) + CenterCrop({conv.input_size}) (center mode), so its published "
-            "accuracy is not expected to match"
+            f"its library evaluates it with {conv.unreproduced}, which ensemble-eval does not reproduce: its views "
+            f"are Resize({conv.resize_size}) + CenterCrop({conv.input_size}), so its published accuracy is not "
+            "compared (set input_size / resize_size in a sidecar to choose the view)"
         )
     if arch is None:
         return
@@ -1138,7 +1149,7 @@ def check_published(ins: Inspection, measured: dict) -> None:
     """Flag a member whose published 1-crop error falls outside the measured 95% interval.
 
     measured: `Counts.to_dict()` of the member alone on its own 1-crop view."""
-    if ins.convention.published is None or ins.convention.crop_mode != "center":
+    if ins.convention.published is None or ins.convention.unreproduced:
         return  # no published figure, or one measured on views this tool does not make (a WARN says so)
     for metric, published in zip(("top1", "top5"), ins.convention.published):
         low, high = measured[f"{metric}_err_ci"]

@@ -122,7 +122,10 @@ def member_geometries(
             mine = scheme.for_view(view.crop_size, view.resize_size, view.interpolation, view.antialias)
         except SchemeError as exc:
             name = names[i] if names else getattr(m, "name", f"member {i}")
-            raise SchemeError(f"member {name} ({view.describe()}): the protocol {exc}") from exc
+            raise SchemeError(
+                f"member {name} ({view.describe()}): the protocol scaled to this view cannot be made ({exc}); check "
+                "its input_size / resize_size, or run every member on the protocol's views with --views protocol"
+            ) from exc
         key = mine.geometry_key()
         if key not in keys:
             keys.append(key)

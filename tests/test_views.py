@@ -402,3 +402,93 @@ def test_batch_timing_runs_each_member_on_its_own_geometry():
     crops = [torch.zeros(8, 3, 16, 16, dtype=torch.uint8), torch.zeros(8, 3, 24, 24, dtype=torch.uint8)]
     rates = measure(crops, runners, (2, 4), channels_last=False, precision="fp32", rounds=1, of_member=(0, 1))
     assert set(rates) == {2, 4} and all(r > 0 for r in rates.values())
+
+
+def test_a_sidecar_view_too_large_for_the_protocol_is_one_line_before_any_image(demo_ckpts, tmp_path, capsys):
+    import shutil
+
+    from ensemble_eval.cli import main
+
+    member = shutil.copy(demo_ckpts[0], tmp_path / "huge.pt")
+    (tmp_path / "huge.pt.yaml").write_text("input_size: 4096\n")
+    code = main(["--models", str(member), "--data", str(DATA), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "member huge.pt (Resize(4681, bilinear) + CenterCrop(4096)" in err and "--views protocol" in err
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Every torchvision weights enum and every distinct timm eval config: the member's normalised
+# 1-crop input (what its network receives, through the run's own Runner) against the library's
+# transform on the PIL image (pil backend) and its v2 tensor equivalent (tensor backend).
+
+
+def _network_input(conv, view, image, backend):
+    """The normalised [3, S, S] the tool feeds a member with `conv` on its 1-crop view."""
+    from ensemble_eval.ensemble import place_members
+
+    member = Member("m", "", ArchSpec("x", 1000, False), torch.nn.Identity(), conv)
+    (runner,) = place_members([member], torch.device("cpu"), channels_last=False)
+    crop = extract_crops(image, one_crop_scheme(view), backend=backend)
+    return runner.logits(crop.float().div(255))[0]
+
+
+def _torchvision_enums():
+    import torchvision.models as tvm
+
+    return [w for name in tvm.list_models(module=tvm) for w in tvm.get_model_weights(name)]
+
+
+def test_every_torchvision_weights_enum_gives_its_transforms_input(samples, images):
+    import torchvision.models as tvm
+
+    checked = 0
+    for weights in _torchvision_enums():
+        builder = next(n for n in tvm.list_models(module=tvm) if weights in list(tvm.get_model_weights(n)))
+        conv, _ = _torchvision_convention(builder, weights, published_file=False)
+        view = resolve_view(conv, None, PAPER)
+        transform = weights.transforms()
+        for sample, image in zip(samples[:2], images[:2]):
+            ours = _network_input(conv, view, image, "pil")
+            assert ours.shape == transform(_pil(sample)).shape, weights
+            reference = transform(_pil(sample))
+            tolerance = 1e-6 * max(1.0, float(reference.abs().max()))  # float32 rounding of the normalised values
+            assert (ours - reference).abs().max() <= tolerance, weights
+            params = (
+                transform.resize_size,
+                transform.crop_size,
+                transform.interpolation,
+                transform.mean,
+                transform.std,
+            )
+            tensor_ref = _v2_equivalent(*params)(image)
+            assert (_network_input(conv, view, image, "tensor") - tensor_ref).abs().max() <= tolerance, weights
+        checked += 1
+    assert checked > 100  # torchvision 0.29 has 120 classification weights enums
+
+
+def test_every_distinct_timm_eval_config_gives_its_transforms_input(samples, images):
+    timm = pytest.importorskip("timm")
+    from timm.data import create_transform, resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    seen, unreproduced = {}, 0
+    for name in timm.list_pretrained():
+        cfg = get_pretrained_cfg(name)
+        if cfg is None:
+            continue
+        if timm_convention(name).unreproduced:  # squash/border crops, non-square inputs, crop_pct > 1: a WARN
+            unreproduced += 1
+            continue
+        seen.setdefault((cfg.input_size[-1], cfg.crop_pct, cfg.interpolation, tuple(cfg.mean), tuple(cfg.std)), name)
+    assert len(seen) > 50 and unreproduced < 200  # of about 1,800 configs
+    for name in seen.values():
+        conv = timm_convention(name)
+        view = resolve_view(conv, None, PAPER)
+        transform = create_transform(**resolve_data_config({}, pretrained_cfg=get_pretrained_cfg(name).to_dict()))
+        sample, image = samples[0], images[0]
+        expected = transform(_pil(sample))
+        ours = _network_input(conv, view, image, "pil")
+        tolerance = 1e-6 * max(1.0, float(expected.abs().max()))
+        assert ours.shape == expected.shape and (ours - expected).abs().max() <= tolerance, name
