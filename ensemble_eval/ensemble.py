@@ -300,7 +300,8 @@ def nonfinite_problem(
     member, image and view where they are not.
 
     logits: float32 [M, B, K, C]; statistics: {name: float32 [M, B, G, C]}; names: M member names;
-    paths: B image paths; views: K view names."""
+    paths: B image paths; views: K view names, or per member its K view names (members of other
+    view sizes: their own scales)."""
     checks = [torch.isfinite(t).all() for t in (logits, *statistics.values())]
     if bool(torch.stack(checks).all()):  # one device sync per batch
         return None
@@ -311,7 +312,8 @@ def nonfinite_problem(
         bad, where = bad[..., None], "average over its crops"
     m, b, k = (int(i) for i in bad.nonzero()[0])
     value = "NaN" if bool(torch.isnan(logits[m, b, k]).any()) else "infinite values"
-    view = f"view {views[k]}" if where == "view" else where
+    own = views[m] if views and isinstance(views[0], list) else views
+    view = f"view {own[k]}" if where == "view" else where
     return (
         f"member {names[m]} gives {value} on {paths[b]} ({view}); no result is computed from it: check the "
         "member with `ensemble-eval validate --data`, its input convention (mean, std, input_scale) or --precision"
@@ -381,9 +383,10 @@ def run_batches(
     groups = plan.groups
     names = statistics_for(plan.merges)
     member_names = [m.name for m in members]
-    keys = plan.scheme.keys()
-    view_names = ["/".join(map(str, keys[i].as_tuple())) for i in plan.indices]
     geometries = plan.geometries or Geometries.single(plan.scheme, len(members))
+    keys_of = [scheme.keys() for scheme in geometries.schemes]
+    names_of = [["/".join(map(str, keys[i].as_tuple())) for i in plan.indices] for keys in keys_of]
+    view_names = [names_of[g] for g in geometries.of_member]  # each member's views at its own scales
     loader = crop_loader(
         samples,
         plan.loader_schemes,

@@ -404,18 +404,18 @@ def test_batch_timing_runs_each_member_on_its_own_geometry():
     assert set(rates) == {2, 4} and all(r > 0 for r in rates.values())
 
 
-def test_a_sidecar_view_too_large_for_the_protocol_is_one_line_before_any_image(demo_ckpts, tmp_path, capsys):
+def test_a_sidecar_view_the_protocol_cannot_take_is_one_line_before_any_image(demo_ckpts, tmp_path, capsys):
     import shutil
 
     from ensemble_eval.cli import main
 
-    member = shutil.copy(demo_ckpts[0], tmp_path / "huge.pt")
-    (tmp_path / "huge.pt.yaml").write_text("input_size: 4096\n")
+    member = shutil.copy(demo_ckpts[0], tmp_path / "odd.pt")
+    (tmp_path / "odd.pt.yaml").write_text("resize_size: 288\n")  # the protocol's second scale
     code = main(["--models", str(member), "--data", str(DATA), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
-    assert "member huge.pt (Resize(4681, bilinear) + CenterCrop(4096)" in err and "--views protocol" in err
-    assert not (tmp_path / "o").exists()
+    assert "member odd.pt (Resize(288, bilinear) + CenterCrop(224)" in err and "repeat a scale" in err
+    assert "--views protocol" in err and not (tmp_path / "o").exists()
 
 
 # ---------------------------------------------------------------------------------------
@@ -492,3 +492,13 @@ def test_every_distinct_timm_eval_config_gives_its_transforms_input(samples, ima
         ours = _network_input(conv, view, image, "pil")
         tolerance = 1e-6 * max(1.0, float(expected.abs().max()))
         assert ours.shape == expected.shape and (ours - expected).abs().max() <= tolerance, name
+
+
+def test_non_finite_outputs_name_the_view_at_the_members_own_scale():
+    from ensemble_eval.ensemble import nonfinite_problem
+
+    logits = torch.zeros(2, 1, 2, 3)
+    logits[1, 0, 1, 0] = float("nan")
+    views = [["256/center/center/none", "256/center/tl/none"], ["342/center/center/none", "342/center/tl/none"]]
+    problem = nonfinite_problem(logits, {}, ["a.pt", "b.ts"], ["x.JPEG"], views)
+    assert "member b.ts gives NaN on x.JPEG (view 342/center/tl/none)" in problem
