@@ -76,6 +76,22 @@ def _v2_equivalent(resize, crop, interpolation, mean, std):
     )
 
 
+def _check_against_library(member, samples, images, transform, params, other_than_protocol: bool) -> None:
+    """The member's 1-crop probabilities: tensor backend against the transform's parameters on
+    v2 kernels (1e-5), pil backend against the transform itself on PIL images (1e-6); and, where
+    its view is not the protocol's, the protocol's view measurably different (the check can fail)."""
+    ours, geo = _tool_probs(member, samples)
+    assert geo.schemes[0].base_scale == geo.views[0].resize_size
+    tensor_ref = _probs(member.model, [_v2_equivalent(*params)(im) for im in images])
+    assert (ours - tensor_ref).abs().max() <= 1e-5
+    pil_ours, _ = _tool_probs(member, samples, backend="pil")
+    pil_ref = _probs(member.model, [transform(_pil(s)) for s in samples])
+    assert (pil_ours - pil_ref).abs().max() <= 1e-6
+    if other_than_protocol:
+        protocol, _ = _tool_probs(member, samples, mode="protocol")
+        assert (protocol - tensor_ref).abs().max() > 1e-3
+
+
 TORCHVISION = [
     ("resnet18", "ResNet18_Weights.IMAGENET1K_V1", (224, 256, "bilinear")),
     ("regnet_y_400mf", "RegNet_Y_400MF_Weights.IMAGENET1K_V2", (224, 232, "bilinear")),
@@ -99,19 +115,8 @@ def test_one_crop_is_torchvision_weights_transforms(few, builder, weights_name, 
     member = Member(f"torchvision:{builder}", "", ArchSpec(builder, 1000, False, fixed), model, conv)
     transform = weights.transforms()  # the library's own eval transform
 
-    ours, geo = _tool_probs(member, samples)
-    assert geo.schemes[0].base_scale == transform.resize_size[0]
     params = (transform.resize_size, transform.crop_size, transform.interpolation, transform.mean, transform.std)
-    tensor_ref = _probs(model, [_v2_equivalent(*params)(im) for im in images])
-    assert (ours - tensor_ref).abs().max() <= 1e-5
-
-    pil_ours, _ = _tool_probs(member, samples, backend="pil")
-    pil_ref = _probs(model, [transform(_pil(s)) for s in samples])
-    assert (pil_ours - pil_ref).abs().max() <= 1e-6
-
-    if geometry != (224, 256, "bilinear"):  # the protocol's view is not this member's: the check can fail
-        protocol, _ = _tool_probs(member, samples, mode="protocol")
-        assert (protocol - tensor_ref).abs().max() > 1e-3
+    _check_against_library(member, samples, images, transform, params, geometry != (224, 256, "bilinear"))
 
 
 TIMM = [
@@ -137,17 +142,8 @@ def test_one_crop_is_timm_eval_transform(few, name, geometry):
     assert torch.as_tensor(normalize.mean).tolist() == pytest.approx(conv.mean)
     member = Member(f"timm:{name}", "", ArchSpec(f"timm/{name}", 1000, False), model, conv)
 
-    ours, _ = _tool_probs(member, samples)
     params = (resize.size, crop.size, resize.interpolation, normalize.mean, normalize.std)
-    tensor_ref = _probs(model, [_v2_equivalent(*params)(im) for im in images])
-    assert (ours - tensor_ref).abs().max() <= 1e-5
-
-    pil_ours, _ = _tool_probs(member, samples, backend="pil")
-    pil_ref = _probs(model, [transform(_pil(s)) for s in samples])
-    assert (pil_ours - pil_ref).abs().max() <= 1e-6
-
-    protocol, _ = _tool_probs(member, samples, mode="protocol")  # Resize(256) bilinear: another view
-    assert (protocol - tensor_ref).abs().max() > 1e-3
+    _check_against_library(member, samples, images, transform, params, other_than_protocol=True)
 
 
 def test_the_protocol_for_its_own_view_is_the_protocol():
