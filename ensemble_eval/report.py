@@ -525,7 +525,10 @@ def render_validation(inspections, quick: dict[str, dict]) -> str:
             q = quick.get(ins.path)
             row[-1:-1] = (
                 [
-                    f"{q['view'][0]}/{q['view'][1]}",
+                    f"{q['view'][0]}/{q['view'][1]}"
+                    + (
+                        f" {q['view_detail']['interpolation']}" if q.get("view_detail", {}).get("interpolation") else ""
+                    ),
                     *(_pct_ci(q[f"{k}_err"], q[f"{k}_err_ci"]) for k in ("top1", "top5")),
                 ]
                 if q
@@ -542,8 +545,9 @@ def render_validation(inspections, quick: dict[str, dict]) -> str:
     if quick:
         n = next(iter(quick.values()))["num_images"]
         lines.append(
-            f"errors: 1 crop on the first {n} images, each checkpoint alone; View = Resize/CenterCrop (the "
-            "member's published geometry, else 256/224, bilinear); a published error outside the 95% interval is a WARN"
+            f"errors: 1 crop on the first {n} images, each checkpoint alone, on the view a run's 1-crop column uses; "
+            "View = Resize/CenterCrop and interpolation (the member's published geometry, else 256/224 bilinear); "
+            "a published error outside the 95% interval is a WARN"
         )
     usable = sum(not i.errors for i in inspections)
     lines.append(f"{usable} of {len(inspections)} checkpoint(s) usable")
