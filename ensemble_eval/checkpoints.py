@@ -1141,7 +1141,7 @@ def check_views(members: list[Member], scheme, indices: list[int] | None = None)
                     fit = f"fixed crops ({fit})"
                 raise CheckpointError(
                     f"member {m.name} cannot take the protocol's {what}: it {problem}; choose a "
-                    f"protocol with {fit} (--config FILE.yaml, see configs/) or leave the member out"
+                    f"protocol with {fit} (--protocol NAME or --config FILE.yaml) or leave the member out"
                 )
 
 

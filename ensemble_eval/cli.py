@@ -42,11 +42,11 @@ examples:
   ensemble-eval --models a.pt --data val_flat/ --labels val_labels.csv
 
   # another paper's protocol: VGG 150 crops, ResNet dense multi-scale, Inception 144 at 299
-  ensemble-eval --config configs/vgg-150.yaml --models a.pt b.pt --data val/ --table
-  ensemble-eval --config configs/resnet-dense.yaml --models resnet50.pth --data val/
+  ensemble-eval --protocol vgg-150 --models a.pt b.pt --data val/ --table
+  ensemble-eval --protocol resnet-dense --models resnet50.pth --data val/
 
   # a custom crop scheme or saved settings (command-line flags override the file)
-  ensemble-eval --config configs/ilsvrc2014.yaml --models a.pt b.pt --data val/
+  ensemble-eval --config my-protocol.yaml --models a.pt b.pt --data val/
 
   # check checkpoints first (format, architecture, classes, input convention, verdict)
   ensemble-eval validate ckpts/*
@@ -187,7 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="run the full crop grid once and report every crop set x {best member, all members}",
     )
-    g.add_argument("--config", metavar="FILE.yaml", help="YAML run config / crop scheme (see configs/ilsvrc2014.yaml)")
+    g.add_argument(
+        "--protocol",
+        metavar="NAME",
+        help="start from a preset: googlenet-144 (the default), vgg-150, resnet-dense, inception-299-144, ...; "
+        "`--protocol list` describes them",
+    )
+    g.add_argument("--config", metavar="FILE.yaml", help="your own YAML run config / crop scheme (over --protocol)")
     g.add_argument(
         "--views",
         choices=["native", "protocol"],
@@ -753,6 +759,11 @@ def _main(argv: list[str]) -> int:
         if not argv:
             parser.print_help()
             return EXIT_USER_ERROR
+        if args.get("protocol") == "list":
+            from .presets import describe_presets
+
+            print(describe_presets(), end="")
+            return EXIT_OK
 
         from .config import build_config
 

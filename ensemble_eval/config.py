@@ -1,8 +1,10 @@
-"""The typed run configuration: built-in defaults < YAML file (--config) < command line.
+"""The typed run configuration: built-in defaults < preset (--protocol) < YAML file (--config)
+< command line.
 
 Every default lives here. A YAML file may set any field of `RunConfig` (same names, with
 dashes or underscores) and a `protocol:` mapping describing the crop scheme (see
-configs/ilsvrc2014.yaml); the command line overrides both.
+ensemble_eval/presets/googlenet-144.yaml), or `protocol: NAME` to start from a preset; the
+command line overrides both.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class RunConfig:
     curve_samples: int = 64  # member subsets per ensemble size k, when there are more (seeded sample)
     seed: int = 0  # seed of that sample
     protocol: CropScheme = field(default_factory=CropScheme)
+    description: str | None = None  # a preset's one-line description (`--protocol list`)
 
     def validate(self) -> None:
         """Check every value's type and range; resolve the default crop set."""
@@ -100,7 +103,7 @@ class RunConfig:
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_option(name)} must be true or false, got {short_repr(getattr(self, name))}")
-        for name in ("data", "labels", "out", "crops", "real_labels"):
+        for name in ("data", "labels", "out", "crops", "real_labels", "description"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{_option(name)} must be a string (a path or name), got {short_repr(value)}")
@@ -190,7 +193,8 @@ def _option(name: str) -> str:
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """The mapping of a --config file (see load_yaml_file); anything else is one ConfigError."""
     p = Path(path)
-    data = load_yaml_file(p, "config file", MAX_CONFIG_BYTES, "pass --config FILE.yaml (see configs/)") or {}
+    fix = "pass --config FILE.yaml (the presets: `ensemble-eval --protocol list`)"
+    data = load_yaml_file(p, "config file", MAX_CONFIG_BYTES, fix) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of option: value, got {type(data).__name__}")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -281,11 +285,21 @@ def _check_expanded_size(root) -> None:
 
 
 def build_config(yaml_path: str | None, overrides: dict[str, Any]) -> RunConfig:
-    """defaults < YAML < overrides (only the options the user actually gave)."""
-    values: dict[str, Any] = {}
-    if yaml_path:
-        values.update(read_yaml(yaml_path))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    """defaults < preset < YAML < overrides (only the options the user actually gave).
+
+    A preset is named by `protocol` in `overrides` (--protocol NAME) or by a `protocol:` string
+    in the YAML file (the command line's wins); its file is read as the first layer."""
+    from .presets import preset_path
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    preset = given.pop("protocol", None)
+    from_file = read_yaml(yaml_path) if yaml_path else {}
+    if isinstance(from_file.get("protocol"), str):
+        named = from_file.pop("protocol")
+        preset = preset or named
+    values: dict[str, Any] = read_yaml(preset_path(preset)) if preset else {}
+    values.update(from_file)
+    values.update(given)
     unknown = sorted(set(values) - FIELD_NAMES)
     if unknown:
         raise ConfigError(f"unknown config option(s) {short_repr(unknown)}; known options: {sorted(FIELD_NAMES)}")

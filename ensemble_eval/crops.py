@@ -347,7 +347,7 @@ class CropScheme:
 
     @classmethod
     def from_dict(cls, data: dict) -> CropScheme:
-        """A scheme from its YAML form (see configs/), with every value checked.
+        """A scheme from its YAML form (see ensemble_eval/presets/), with every value checked.
 
         `squares` is accepted for `regions`; `crops: {grid: N}` means the N x N grid's cells."""
         if not isinstance(data, dict):

@@ -36,7 +36,7 @@ def main() -> int:
     p.add_argument("--models", type=int, nargs="+", default=[1, 2], help="ensemble sizes of (untrained) GoogLeNets")
     p.add_argument("--checkpoints", nargs="+", help="use these checkpoint files (one ensemble) instead")
     p.add_argument("--crops", default="144", help="crop set (1, 10, 144 with the built-in protocol)")
-    p.add_argument("--config", help="a YAML crop scheme (configs/)")
+    p.add_argument("--config", help="a YAML crop scheme (ensemble_eval/presets/ or your own)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=_batch_size, default="auto", help="the tool's crops per pass (default auto)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)

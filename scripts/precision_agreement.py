@@ -41,7 +41,7 @@ def main() -> int:
         metavar="SET=IMAGES",
         help="crop sets and how many (first) images each runs on",
     )
-    p.add_argument("--config", help="a YAML crop scheme (configs/)")
+    p.add_argument("--config", help="a YAML crop scheme (ensemble_eval/presets/ or your own)")
     p.add_argument("--precisions", nargs="+", default=["bf16", "fp16"], choices=["bf16", "fp16"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, help="crops per forward pass (default: the device's default)")

@@ -1,4 +1,4 @@
-"""Cost of each multi-crop protocol (configs/ presets) measured side by side on this machine.
+"""Cost of each multi-crop protocol (ensemble_eval/presets) measured side by side on this machine.
 
     python scripts/protocol_costs.py --data ../shared/data/imagenet-sample --images 8 --checkpoints ckpts/demo_0.pt
 
@@ -24,11 +24,10 @@ from ensemble_eval.checkpoints import load_members
 from ensemble_eval.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, build_config
 from ensemble_eval.data import list_samples
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-ROWS = [  # (preset file, crop set)
-    ("ilsvrc2014", "1"),
-    ("ilsvrc2014", "10"),
-    ("ilsvrc2014", "144"),
+ROWS = [  # (preset, crop set)
+    ("googlenet-144", "1"),
+    ("googlenet-144", "10"),
+    ("googlenet-144", "144"),
     ("vgg-150", "150"),
     ("resnet-dense", "5"),
     ("resnet-dense-flip", "10"),
@@ -56,7 +55,7 @@ def main() -> int:
     samples = list_samples(args.data)
     members = load_members(args.checkpoints) if args.checkpoints else random_members(1)
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE[device.type]
-    protocols = [(f"{name}.yaml", build_config(str(CONFIGS / f"{name}.yaml"), {}).protocol, s) for name, s in ROWS]
+    protocols = [(name, build_config(None, {"protocol": name}).protocol, s) for name, s in ROWS]
     rows = protocol_costs(samples, members, protocols, device, batch_size, args.workers, args.images)
     print(f"{len(members)} member(s), batch {batch_size}, {device}")
     print("| preset | crop set | views | pixels (224 crops) | images | s / image | cost vs 1 crop |")

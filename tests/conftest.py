@@ -17,7 +17,7 @@ from ensemble_eval.demo import make_demo_googlenet, make_demo_model
 TESTS = Path(__file__).parent
 DATA = TESTS / "data" / "imagenet"
 SHARED = TESTS.parent.parent / "shared" / "data" / "imagenet-sample"
-QUICK = str(TESTS.parent / "configs" / "quick-72px.yaml")
+QUICK = str(TESTS.parent / "ensemble_eval" / "presets" / "quick-72px.yaml")
 sys.path.insert(0, str(TESTS))  # for reference_protocol
 # the architecture signature cache of this test session (subprocesses inherit it); never the user's
 CACHE = os.environ["ENSEMBLE_EVAL_CACHE"] = tempfile.mkdtemp(prefix="ensemble-eval-cache-")

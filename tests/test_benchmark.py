@@ -29,7 +29,7 @@ def test_benchmark_script_on_a_tiny_setting(tmp_path):
             "--crops",
             "1",
             "--config",
-            str(ROOT / "configs" / "quick-72px.yaml"),
+            str(ROOT / "ensemble_eval" / "presets" / "quick-72px.yaml"),
             "--repeats",
             "1",
             "--workers",
@@ -77,11 +77,11 @@ def test_protocol_costs_count_views_and_pixels(samples):
     from ensemble_eval.benchmark import protocol_costs, random_members, view_pixels
     from ensemble_eval.config import build_config
 
-    dense = build_config(str(ROOT / "configs" / "resnet-dense.yaml"), {}).protocol
+    dense = build_config(str(ROOT / "ensemble_eval" / "presets" / "resnet-dense.yaml"), {}).protocol
     spotlight = [s for s in samples if s.rel_path.startswith("n04286575")]  # 320x240
     # 224x298 + 256x341 + 384x512 + 480x640 + 640x853 pixels, in 224 x 224 crops
     assert abs(view_pixels(spotlight, dense, "5") - 1203776 / 224**2) < 1e-9
-    quick = build_config(str(ROOT / "configs" / "quick-72px.yaml"), {}).protocol
+    quick = build_config(str(ROOT / "ensemble_eval" / "presets" / "quick-72px.yaml"), {}).protocol
     rows = protocol_costs(
         samples[:4], random_members(1), [("quick", quick, "1"), ("quick", quick, "10")], torch.device("cpu"), 16, 0, 2
     )
@@ -97,7 +97,7 @@ def test_precision_agreement_rows(samples, demo_models):
     from ensemble_eval.config import build_config
     from ensemble_eval.models import ArchSpec
 
-    quick = build_config(str(ROOT / "configs" / "quick-72px.yaml"), {}).protocol
+    quick = build_config(str(ROOT / "ensemble_eval" / "presets" / "quick-72px.yaml"), {}).protocol
     members = [Member("m", "", ArchSpec("torchvision-googlenet", 1000, False), demo_models[1], Convention())]
     rows = precision_agreement(samples[:3], members, quick, {"1": 3, "10": 2}, torch.device("cpu"), 16, 0, ("bf16",))
     assert [(r["precision"], r["crop_set"], r["images"]) for r in rows] == [("bf16", "1", 3), ("bf16", "10", 2)]

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from ensemble_eval.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from ensemble_eval.cli import main
 
-QUICK = str(Path(__file__).parent.parent / "configs" / "quick-72px.yaml")
+QUICK = str(Path(__file__).parent.parent / "ensemble_eval" / "presets" / "quick-72px.yaml")
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -10,11 +10,11 @@ from conftest import SMALL
 from ensemble_eval.config import ConfigError, RunConfig, build_config
 from ensemble_eval.crops import CropScheme
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+CONFIGS = Path(__file__).parent.parent / "ensemble_eval" / "presets"
 
 
-def test_ilsvrc2014_yaml_equals_the_builtin_defaults():
-    config = build_config(str(CONFIGS / "ilsvrc2014.yaml"), {})
+def test_googlenet_144_preset_equals_the_builtin_defaults():
+    config = build_config(str(CONFIGS / "googlenet-144.yaml"), {})
     assert config.protocol == CropScheme() == RunConfig().protocol
     assert config.crops == "144"
 
@@ -54,3 +54,39 @@ def test_bad_configs(tmp_path, text, overrides, match):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         build_config(str(tmp_path / "nope.yaml"), {})
+
+
+# ---------------------------------------------------------------------------------------
+# Presets shipped with the package (--protocol NAME)
+
+
+def test_every_preset_is_selectable_by_name_and_equals_its_file():
+    from ensemble_eval.presets import PRESETS_DIR, preset_names
+
+    names = preset_names()
+    assert {"googlenet-144", "vgg-150", "resnet-dense", "inception-299-144", "tencrop"} <= set(names)
+    for name in names:
+        by_name = build_config(None, {"protocol": name})
+        by_file = build_config(str(PRESETS_DIR / f"{name}.yaml"), {})
+        assert by_name.protocol == by_file.protocol and by_name.crops == by_file.crops
+        assert by_name.description  # `--protocol list` has a line for it
+    assert build_config(None, {"protocol": "googlenet-144"}).protocol == build_config(None, {}).protocol
+
+
+def test_a_config_file_can_start_from_a_preset_and_the_command_line_wins(tmp_path):
+    (tmp_path / "mine.yaml").write_text("protocol: vgg-150\ncrops: Q256\nbatch_size: 32\n")
+    config = build_config(str(tmp_path / "mine.yaml"), {})
+    assert config.protocol.set_indices("150") and config.crops == "Q256" and config.batch_size == 32
+    over = build_config(str(tmp_path / "mine.yaml"), {"protocol": "inception-299-144", "crops": "10"})
+    assert over.protocol.crop_size == 299 and over.crops == "10" and over.batch_size == 32
+
+
+def test_protocol_list_and_an_unknown_preset(capsys):
+    from ensemble_eval.cli import main
+
+    assert main(["--protocol", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "vgg-150" in out and "VGG 2014, Table 5" in out and "presets" in out
+    assert main(["--protocol", "vgg150", "--models", "a.pt", "--data", "d"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean vgg-150?" in err and "--config FILE.yaml" in err

@@ -20,7 +20,7 @@ from ensemble_eval.cli import main
 from ensemble_eval.config import ConfigError, build_config
 from ensemble_eval.crops import CropScheme, SchemeError, extract_crops, extract_views
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+CONFIGS = Path(__file__).parent.parent / "ensemble_eval" / "presets"
 
 
 def _one_line_exit_2(capsys, argv: list[str]) -> str:

@@ -1,4 +1,4 @@
-"""The multi-crop protocols of the papers that made them (configs/ presets): geometry against
+"""The multi-crop protocols of the papers that made them (ensemble_eval/presets): geometry against
 hand-computed boxes, extraction against the per-view reference, and whole runs against an
 independent per-view evaluation."""
 
@@ -18,13 +18,13 @@ from ensemble_eval.cli import main
 from ensemble_eval.config import build_config
 from ensemble_eval.crops import CropScheme, SchemeError, extract_views, plan_crops
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+CONFIGS = Path(__file__).parent.parent / "ensemble_eval" / "presets"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LANDSCAPE, PORTRAIT, SQUARE = (375, 500), (500, 375), (500, 500)  # height, width
 
 
 def preset(name: str) -> CropScheme:
-    return build_config(str(CONFIGS / f"{name}.yaml"), {}).protocol
+    return build_config(None, {"protocol": name}).protocol  # the preset shipped in the package
 
 
 def absolute(box) -> tuple[int, int, int, int]:
@@ -161,7 +161,7 @@ def test_the_googlenet_protocol_is_unchanged():
     old_spelling = {k: v for k, v in CropScheme().to_dict().items() if k != "regions"} | {
         "squares": ["first", "center", "last"]
     }
-    assert preset("ilsvrc2014") == CropScheme() == CropScheme.from_dict(old_spelling)
+    assert preset("googlenet-144") == CropScheme() == CropScheme.from_dict(old_spelling)
     assert [k.as_tuple() for k in CropScheme().keys()][:2] == [
         (256, "first", "tl", "none"),
         (256, "first", "tl", "mirror"),

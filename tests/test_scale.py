@@ -22,7 +22,7 @@ from torchvision.models import GoogLeNet
 from ensemble_eval.cli import main
 from ensemble_eval.data import imagenet_classes, list_samples
 
-QUICK = str(Path(__file__).parent.parent / "configs" / "quick-72px.yaml")
+QUICK = str(Path(__file__).parent.parent / "ensemble_eval" / "presets" / "quick-72px.yaml")
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 

@@ -30,7 +30,7 @@ from ensemble_eval.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from ensemble_eval.cli import main
 from ensemble_eval.data import imagenet_classes, list_samples, wnid_to_index
 
-QUICK = str(Path(__file__).parent.parent / "configs" / "quick-72px.yaml")
+QUICK = str(Path(__file__).parent.parent / "ensemble_eval" / "presets" / "quick-72px.yaml")
 KEYS = crop_keys(scales=(72, 88))  # the whole 72-crop grid, canonical order
 SETS = {
     "1": [(72, "center", "center", "none")],

@@ -149,7 +149,7 @@ def test_one_crop_is_timm_eval_transform(few, name, geometry):
 def test_the_protocol_for_its_own_view_is_the_protocol():
     assert PAPER.for_view(224, 256, "bilinear") == PAPER  # the GoogLeNet numbers cannot move
     inception = PAPER.for_view(299, 342, "bilinear")
-    assert inception.scales == (342, 384, 427, 470)  # configs/inception-299-144.yaml's scales
+    assert inception.scales == (342, 384, 427, 470)  # the inception-299-144 preset's scales
     assert inception.crop_sets["1"]["scales"] == (342,) and inception.crop_sets["10"]["scales"] == (342,)
     regnet = PAPER.for_view(224, 232, "bicubic")
     assert regnet.scales == (232, 288, 320, 352) and regnet.interpolation == "bicubic"
