@@ -14,7 +14,6 @@ were skipped (listed in summary.json); 130 interrupted (progress saved, --resume
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
 import sys
@@ -295,134 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    return torch.device(name)
-
-
-def _choose_out_dir(config) -> Path:
-    """The run directory, checked (read-only) before any slow work; created when evaluation starts.
-    Under torchrun only rank 0 checks it (the others would see rank 0's lock) and owns it."""
-    from .distributed import world_from_env
-    from .rundir import check_run_out
-
-    if not world_from_env().is_main:
-        return Path(config.out or "runs/rank0-chooses")  # rank 0's directory is broadcast to every process
-    if config.out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        out = Path("runs") / stamp
-        n = 2
-        while out.exists():  # two runs in the same second
-            out = Path("runs") / f"{stamp}-{n}"
-            n += 1
-        config.out = str(out)
-    return check_run_out(config.out, config.overwrite, config.resume).path
-
-
-def _check_index_labels_fit(samples, num_classes: int) -> None:
-    """Index labels (flat folder + CSV) must be below the models' class count (checked before --limit)."""
-    bad = next((s for s in samples if not 0 <= s.target < num_classes), None)
-    if bad is not None:
-        raise UserError(
-            f"{bad.rel_path} has class index {bad.target} but the models have {num_classes} classes; "
-            "use labels that fit the models"
-        )
-
-
-def _data_num_classes(samples) -> int | None:
-    """1000 when labels are ImageNet-1k wnids (the models must then have 1000 classes)."""
-    return 1000 if any(s.wnid is not None for s in samples) else None
-
-
-def run_eval(config) -> int:
-    """Check every input, evaluate, write the result files, print the summary (and table).
-
-    Paths, the run directory and the data folder are checked before torch is imported; the
-    directory is created and locked (one run at a time) only once every check passed."""
-    from .distributed import world_from_env
-    from .modelpaths import expand_model_paths
-
-    if not config.models:
-        raise UserError("no checkpoints given; pass --models A.pt [B.pt ...]")
-    if not config.data:
-        raise UserError("no data given; pass --data DIR (one folder per WordNet id)")
-    out = _choose_out_dir(config)
-    if config.resume and (out / "summary.json").is_file():  # finished: only the cleanup can remain
-        if not world_from_env().is_main:
-            return EXIT_OK  # rank 0 shows it (a rank that cannot see --out would wait for rank 0 until a timeout)
-        from .engine import finished_run
-
-        return finished_run(out)
-    expand_model_paths(config.models, check_specs=False)  # a mistyped path fails before torch is imported
-    from .listing import DataError, display_path, list_dataset
-
-    listing = list_dataset(config.data, config.labels)
-    samples = listing.usable()
-    if config.strict and listing.problems:
-        rel, why = listing.problems[0]
-        n = len(listing.problems)
-        raise DataError(
-            f"--strict: {n} {'entry' if n == 1 else 'entries'} of --data cannot be used (first: "
-            f"{display_path(rel)[:200]}: {why}); fix them (`ensemble-eval check-data {config.data}` lists them) "
-            "or drop --strict"
-        )
-    return _check_and_run(config, out, samples, listing.to_dict())
-
-
-def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
-    """Every image-free check (checkpoints, labels, crop size, ReaL), then the evaluation in the
-    locked run directory."""
-
-    from .checkpoints import check_views, load_members
-    from .crops import needed_indices
-    from .distributed import world_from_env
-    from .rundir import RunLock, check_run_out, claim
-    from .views import member_geometries
-
-    device = _resolve_device(config.device)
-    members = load_members(
-        config.models,
-        trust=config.trust_checkpoints,
-        prefer="ema" if config.ema else None,
-        data_num_classes=_data_num_classes(samples),
-    )
-    scheme = config.protocol
-    set_names = list(scheme.crop_sets) if config.table else [config.crops]
-    geometries = member_geometries(members, scheme, config.views, config.resize_backend)
-    indices = needed_indices(scheme, set_names)
-    for member, g in zip(members, geometries.of_member):
-        check_views([member], geometries.schemes[g], indices)
-    _check_index_labels_fit(samples, members[0].num_classes)
-    if config.limit is not None:
-        samples = samples[: config.limit]
-    real = None
-    if config.real_labels:
-        from .analysis import check_real_labels_cover, read_real_labels
-
-        real = read_real_labels(config.real_labels, members[0].num_classes)
-        check_real_labels_cover(real, [s.rel_path for s in samples], config.real_labels)
-
-    from .engine import run_evaluation
-
-    main_process = world_from_env().is_main
-    if main_process:
-        if geometries.schemes != (scheme,):  # some member on views of its own: say which, before the first image
-            for member, view, g in zip(members, geometries.views, geometries.of_member):
-                scales = "/".join(map(str, geometries.schemes[g].scales))
-                print(f"ensemble-eval: {member.name}: {view.describe()}, scales {scales}", file=sys.stderr)
-        claim(out, "run")
-    # one run per directory, held to the last file written; the state is checked again under the lock
-    with RunLock(out) if main_process else contextlib.nullcontext():
-        if main_process:
-            check_run_out(out, config.overwrite, config.resume)
-        return run_evaluation(config, out, samples, members, device, set_names, real, data_report, geometries)
-
-
 def build_validate_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="ensemble-eval validate",
@@ -462,6 +333,7 @@ def build_validate_parser() -> argparse.ArgumentParser:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from .api import check_index_labels_fit, data_num_classes, resolve_device
     from .modelpaths import expand_model_paths
     from .rundir import check_validate_json
 
@@ -479,8 +351,8 @@ def run_validate(args: argparse.Namespace) -> int:
         from .data import list_samples
 
         samples = list_samples(args.data, args.labels)
-        data_classes = _data_num_classes(samples)
-    device = _resolve_device(args.device) if args.data else None
+        data_classes = data_num_classes(samples)
+    device = resolve_device(args.device) if args.data else None
     prefer = "ema" if args.ema else None
     inspections = [inspect_checkpoint(p, trust=args.trust_checkpoints, prefer=prefer) for p in paths]
     check_together(inspections, data_classes)
@@ -502,7 +374,7 @@ def run_validate(args: argparse.Namespace) -> int:
             view = resolve_view(ins.convention, member.arch.input_size, CropScheme())
             scheme = one_crop_scheme(view)
             try:
-                _check_index_labels_fit(samples, member.num_classes)
+                check_index_labels_fit(samples, member.num_classes)
                 check_views([member], scheme)
             except UserError as exc:
                 ins.errors.append(str(exc))
@@ -770,7 +642,9 @@ def _main(argv: list[str]) -> int:
         config = build_config(args.pop("config", None), args)
         if config.verbose:
             logging.getLogger().setLevel(logging.DEBUG)
-        return run_eval(config)
+        from .api import run
+
+        return run(config)
     except UserError as exc:
         print(f"ensemble-eval: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR

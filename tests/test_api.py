@@ -1,0 +1,93 @@
+"""The Python API: the same run as the command, read back, its rows; the docs example runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DATA, QUICK
+
+import ensemble_eval as ee
+from ensemble_eval.cli import main
+from ensemble_eval.errors import UserError
+
+DOCS = Path(__file__).parent.parent / "docs" / "python-api.md"
+
+
+def test_evaluate_writes_what_the_command_writes(demo_ckpts, tmp_path, capsys):
+    models = [str(p) for p in demo_ckpts]
+    results = ee.evaluate(models, DATA, config=QUICK, table=True, limit=3, out=tmp_path / "api", progress=False)
+    assert capsys.readouterr().out == ""  # quiet unless print_report
+    code = main(
+        ["--models", *models, "--data", str(DATA), "--config", QUICK, "--table", "--limit", "3"]
+        + ["--no-progress", "--out", str(tmp_path / "cli")]
+    )
+    assert code == 0
+    cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    for key in ("top1_err", "top5_err", "num_images", "crop_sets", "table", "curve"):
+        assert results.summary[key] == cli[key], key
+    assert (results.top1_err, results.top5_err, results.num_images) == (cli["top1_err"], cli["top5_err"], 3)
+    with np.load(tmp_path / "cli" / "predictions.npz") as z:
+        assert np.array_equal(results.records["top5"], z["top5"])
+    table = results.rows("table")
+    assert len(table) == len(cli["table"]) and {"top5_err", "top5_err_ci_low", "cost"} <= set(table[0])
+    members = results.rows("members")
+    assert [m["name"] for m in members] == ["a.pt", "b.pt"] and "top1_err@72" in members[0]
+    again = ee.load_results(tmp_path / "cli")
+    assert again.summary == cli and again.table == cli["table"]
+
+
+def test_evaluate_refuses_what_the_command_refuses(demo_ckpts, tmp_path):
+    with pytest.raises(UserError, match="unknown option"):
+        ee.evaluate(str(demo_ckpts[0]), DATA, crop="10")
+    with pytest.raises(UserError, match="does not exist"):
+        ee.evaluate(str(tmp_path / "missing.pt"), DATA, out=tmp_path / "o")
+    with pytest.raises(UserError, match="is not a preset"):
+        ee.evaluate(str(demo_ckpts[0]), DATA, protocol="vgg150", out=tmp_path / "o")
+    with pytest.raises(UserError, match="holds no summary.json"):
+        ee.load_results(tmp_path)
+    assert not (tmp_path / "o").exists()
+
+
+def test_rows_of_an_unknown_section_and_to_frame_without_pandas(demo_ckpts, tmp_path):
+    results = ee.evaluate(
+        str(demo_ckpts[0]), DATA, config=QUICK, crops="1", limit=1, out=tmp_path / "r", progress=False
+    )
+    with pytest.raises(UserError, match="no section 'tabel'"):
+        results.rows("tabel")
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match="pip install pandas"):
+            results.to_frame()
+    else:
+        assert len(results.to_frame("members")) == 1
+
+
+def test_help_documents_every_parameter_and_import_stays_light():
+    import inspect
+    import subprocess
+    import sys
+
+    doc = inspect.getdoc(ee.evaluate)
+    for name in inspect.signature(ee.evaluate).parameters:
+        assert re.search(rf"\b{name}\b", doc), name
+    code = "import sys, ensemble_eval; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("page,out", [(DOCS, "api"), (DOCS.parent.parent / "README.md", "py")])
+def test_the_docs_examples_run(demo_ckpts, tmp_path, monkeypatch, capsys, page, out):
+    """The Python blocks of docs/python-api.md and the README, as written, on the test images
+    (the demo's ckpts/ and the shared sample's path replaced by the test fixtures)."""
+    block = re.search(r"```python\n(.*?)```", page.read_text(), re.S).group(1)
+    (tmp_path / "ckpts").mkdir()
+    for p in demo_ckpts:
+        (tmp_path / "ckpts" / p.name).write_bytes(p.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert '"../shared/data/imagenet-sample"' in block
+    exec(compile(block.replace('"../shared/data/imagenet-sample"', repr(str(DATA))), str(page), "exec"), {})
+    assert capsys.readouterr().out and (tmp_path / "runs" / out / "summary.json").is_file()
