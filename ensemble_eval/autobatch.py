@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .environment import cpu_model
 from .fileio import FileTooLarge, NotRegularFile, read_regular_file, write_json
 
 CANDIDATES = {"cpu": (4, 8, 16, 32, 64), "cuda": (32, 64, 128, 256, 512, 1024)}
@@ -70,17 +70,6 @@ def machine_key(device: torch.device) -> dict:
     else:
         name = f"{cpu_model()} x{os.cpu_count()}"
     return {"device": f"{device.type}: {name}", "threads": torch.get_num_threads(), "torch": torch.__version__}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "?"
 
 
 def cache_key(

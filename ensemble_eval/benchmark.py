@@ -12,8 +12,6 @@ two versions can be compared file to file.
 from __future__ import annotations
 
 import math
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -367,18 +365,14 @@ def startup(samples, members, repeats: int) -> dict:
 
 
 def machine_info(device: torch.device) -> dict:
-    from .autobatch import cpu_model
+    """The benchmark's record of the machine: environment.environment's facts, flattened."""
+    from .environment import environment
 
-    info = {
-        "cpu": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+    env = environment(device)
+    info = {k: env[k] for k in ("cpu", "cpu_cores", "torch_threads", "python", "device")}
+    info["torch"] = env["packages"]["torch"]
+    if env["gpu"]:
+        info["gpu"] = env["gpu"]
     return info
 
 

@@ -257,6 +257,12 @@ def read_summary(run_dir: Path) -> dict:
 def _summary_problem(record: object) -> str | None:
     if not isinstance(record, dict):
         return "not a JSON object"
+    schema = record.get("schema_version", SCHEMA_VERSION)  # absent: written before there was one
+    if type(schema) is not int or schema > SCHEMA_VERSION:
+        return (
+            f"schema_version {short_repr(schema)}; this ensemble-eval reads {SCHEMA_VERSION} and older "
+            "(a newer version wrote it: upgrade ensemble-eval)"
+        )
     models = record.get("models")
     if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str) for m in models):
         return "models is not a list of members"
@@ -410,14 +416,20 @@ def with_analysis(record: dict, analysis: dict, member_ids: list[int] | None = N
     return record
 
 
+SCHEMA_VERSION = 1  # of summary.json; runs written before it have none (read as they are)
+
+
 def summary_record(config, members, result, device, choice, geometries=None) -> dict:
     """The run's metadata for summary.json; the result fields come from with_analysis.
     `geometries` (views.Geometries): each member's view, scales and views' cost per image."""
     from . import __version__
+    from .environment import environment
 
     views = geometries.to_dict() if geometries is not None else [None] * len(members)
     return {
+        "schema_version": SCHEMA_VERSION,
         "version": __version__,
+        "environment": environment(device),
         "num_skipped": len(result.skipped),
         "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
         "num_classes": members[0].num_classes,

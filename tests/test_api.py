@@ -91,3 +91,21 @@ def test_the_docs_examples_run(demo_ckpts, tmp_path, monkeypatch, capsys, page, 
     assert '"../shared/data/imagenet-sample"' in block
     exec(compile(block.replace('"../shared/data/imagenet-sample"', repr(str(DATA))), str(page), "exec"), {})
     assert capsys.readouterr().out and (tmp_path / "runs" / out / "summary.json").is_file()
+
+
+def test_every_summary_records_its_schema_and_environment_and_a_newer_schema_is_refused(demo_ckpts, tmp_path):
+    from ensemble_eval.report import SCHEMA_VERSION
+
+    results = ee.evaluate(
+        str(demo_ckpts[0]), DATA, config=QUICK, crops="1", limit=1, out=tmp_path / "r", progress=False
+    )
+    env = results.summary["environment"]
+    assert results.summary["schema_version"] == SCHEMA_VERSION
+    assert env["packages"]["torch"] and env["packages"]["ensemble-eval"] and env["cpu"] and env["device"] == "cpu"
+    record = dict(results.summary, schema_version=SCHEMA_VERSION + 1)
+    (tmp_path / "r" / "summary.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="upgrade ensemble-eval"):
+        ee.load_results(tmp_path / "r")
+    old = {k: v for k, v in results.summary.items() if k not in ("schema_version", "environment")}
+    (tmp_path / "r" / "summary.json").write_text(json.dumps(old))
+    assert ee.load_results(tmp_path / "r").top1_err == results.top1_err  # a record from before the schema
