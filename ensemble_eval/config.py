@@ -85,6 +85,13 @@ class RunConfig:
     protocol: CropScheme = field(default_factory=CropScheme)
     description: str | None = None  # a preset's one-line description (`--protocol list`)
 
+    def table_title(self) -> str | None:
+        """The paper and table the protocol reproduces: a preset's description up to its colon
+        ("VGG 2014, Table 5"); GoogLeNet's Table 3 for the built-in protocol; None for one's own."""
+        if self.description:
+            return self.description.split(":", 1)[0].strip()
+        return "Table 3" if self.protocol == CropScheme() else None
+
     def validate(self) -> None:
         """Check every value's type and range; resolve the default crop set."""
         for name in (

@@ -97,6 +97,17 @@ def _member_section(record: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _table_title(record: dict) -> str:
+    """The table's heading: the paper and table a preset reproduces (summary's `title`); GoogLeNet's
+    Table 3 for records written before titles; a plain heading for one's own protocol."""
+    if "title" not in record:
+        return "Table 3 reproduction"  # written before titles: the built-in protocol's
+    title = record["title"]
+    if isinstance(title, str) and title:
+        return f"{title[:120]} reproduction"
+    return "Every crop set, best member and all members"  # one's own protocol
+
+
 def _view_cells(view: object) -> list[str] | None:
     """A member's view as the members table shows it, or None when the record has no usable one."""
     if not isinstance(view, dict):
@@ -181,7 +192,7 @@ def render_report(record: dict, markdown: bool = False) -> str:
     parts = []
     if record.get("table"):
         parts += [
-            f"{head}Table 3 reproduction: {n} images, errors in % with 95% Wilson intervals, cost = models x crops",
+            f"{head}{_table_title(record)}: {n} images, errors in % with 95% Wilson intervals, cost = models x crops",
             fmt(*_table_section(record)),
             "p: exact McNemar test (two-sided) of the top-5 hits against the row with fewer crops, and of all "
             "members against the best member at the same crops; the best member is the one with the lowest "
@@ -450,6 +461,7 @@ def summary_record(config, members, result, device, choice, geometries=None) -> 
             }
             for m, view in zip(members, views)
         ],
+        "title": config.table_title(),
         "views": config.views,
         "resize_backend": config.resize_backend,
         "device": str(device),

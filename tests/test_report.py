@@ -141,3 +141,15 @@ def test_real_labels_official_list_form_maps_to_val_file_names(tmp_path):
             read_real_labels(path, 1000)
     with pytest.raises(UserError, match="does not exist"):
         read_real_labels(tmp_path / "missing.json", 1000)
+
+
+def test_each_preset_names_the_table_it_reproduces():
+    from ensemble_eval.config import build_config
+    from ensemble_eval.report import _table_title
+
+    title = {name: build_config(None, {"protocol": name}).table_title() for name in ("vgg-150", "googlenet-144")}
+    assert title == {"vgg-150": "VGG 2014, Table 5", "googlenet-144": "GoogLeNet 2014, Table 3"}
+    assert build_config(None, {}).table_title() == "Table 3"
+    assert _table_title({"title": "VGG 2014, Table 5"}) == "VGG 2014, Table 5 reproduction"
+    assert _table_title({}) == "Table 3 reproduction"  # a record from before titles
+    assert _table_title({"title": None}) == "Every crop set, best member and all members"  # one's own scheme
