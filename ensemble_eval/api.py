@@ -185,6 +185,122 @@ def evaluate(
     return load_results(run_config.out)
 
 
+@dataclass
+class Validation:
+    """What `validate` found: one checkpoints.Inspection per file (format, architecture,
+    convention, OK / WARN / ERROR with reasons) and, with data, each usable one's 1-crop errors."""
+
+    inspections: list
+    measured: dict[str, dict]  # checkpoint path -> 1-crop errors on its own view (with data)
+
+    @property
+    def usable(self) -> bool:
+        """Whether every checkpoint can be evaluated (no ERROR)."""
+        return all(not i.errors for i in self.inspections)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The JSON-ready report (`ensemble-eval validate --json`)."""
+        from .report import validation_record
+
+        return validation_record(self.inspections, self.measured)
+
+    def render(self) -> str:
+        """The table and the reasons, as the command prints them."""
+        from .report import render_validation
+
+        return render_validation(self.inspections, self.measured)
+
+
+def validate(
+    checkpoints: str | list[str],
+    data: str | Path | None = None,
+    *,
+    labels: str | None = None,
+    limit: int = 100,
+    device: str = "auto",
+    workers: int | None = None,
+    resize_backend: str = "tensor",
+    trust_checkpoints: bool = False,
+    ema: bool = False,
+) -> Validation:
+    """Inspect checkpoints before spending compute, as `ensemble-eval validate`.
+
+    checkpoints: files, globs, `torchvision:...` or `timm:...` (one string or a list); a path
+        that matches nothing is an ERROR of its own, not an exception.
+    data: with an image folder (labels= for a flat one), each usable checkpoint alone is
+        evaluated on its own 1-crop view (the view a run's 1-crop column uses) over the first
+        `limit` images, on `device` with `workers` loader processes and the `resize_backend`,
+        and a published error outside the measured 95% interval is a WARN.
+    trust_checkpoints: allow files that need full unpickling (can run code from the file).
+    ema: the EMA weights of files holding EMA and raw weights.
+
+    Returns a Validation (`usable`, `record`, `render()`); raises a UserError for a bad data
+    folder or device.
+    """
+    from .checkpoints import check_together, inspect_checkpoint
+    from .modelpaths import expand_model_paths
+
+    paths = expand_model_paths([checkpoints] if isinstance(checkpoints, str) else list(checkpoints), lenient=True)
+    samples = None
+    if data is not None:
+        from .data import list_samples
+
+        samples = list_samples(str(data), labels)
+    inspections = [inspect_checkpoint(p, trust=trust_checkpoints, prefer="ema" if ema else None) for p in paths]
+    check_together(inspections, data_num_classes(samples) if samples is not None else None)
+    measured: dict[str, dict] = {}
+    if samples is not None:
+        run_on = (resolve_device(device), workers, resize_backend)
+        for ins in inspections:
+            if not ins.errors:
+                _measure_one_crop(ins, samples, samples[:limit], run_on, measured)
+    return Validation(inspections, measured)
+
+
+def _measure_one_crop(ins, samples, subset, run_on: tuple, measured: dict) -> None:
+    """One checkpoint alone on its own 1-crop view (the run's, under the built-in protocol): its
+    errors into `measured`, or the reason it cannot be into its verdict."""
+    from .checkpoints import check_published, check_views, member_from
+    from .config import DEFAULT_WORKERS, default_batch_size
+    from .crops import CropScheme
+    from .engine import evaluate as evaluate_samples
+    from .ensemble import NonFiniteOutputs
+    from .views import Geometries, one_crop_scheme, resolve_view
+
+    device, workers, backend = run_on
+    member = member_from(ins)
+    view = resolve_view(ins.convention, member.arch.input_size, CropScheme())
+    scheme = one_crop_scheme(view)
+    try:
+        check_index_labels_fit(samples, member.num_classes)
+        check_views([member], scheme)
+    except UserError as exc:  # the member cannot take these labels or this view: its verdict
+        ins.errors.append(str(exc))
+        return
+    try:  # an undecodable image (DataError) is the data's problem: it stops validate, in one line
+        result = evaluate_samples(
+            subset,
+            [member],
+            scheme,
+            ["1"],
+            "1",
+            device,
+            default_batch_size(device.type),
+            DEFAULT_WORKERS if workers is None else workers,
+            progress=False,
+            geometries=Geometries((scheme,), (0,), (view,), backend),
+        )
+    except NonFiniteOutputs as exc:  # a problem of the member, not of the data: its verdict
+        ins.errors.append(str(exc))
+        return
+    measured[ins.path] = result.tally.ensemble["1"].to_dict() | {
+        "view": [scheme.scales[0], scheme.crop_size],
+        "view_detail": view.to_dict() | {"backend": backend},
+    }
+    check_published(ins, measured[ins.path])
+
+
 # ---------------------------------------------------------------------------------------
 # The run's lifecycle: every check, then the evaluation (the command's main path)
 
@@ -329,4 +445,4 @@ def _say_views(scheme, members, geometries) -> None:
         print(f"ensemble-eval: {member.name}: {view.describe()}, scales {scales}", file=sys.stderr)
 
 
-__all__ = ["Results", "evaluate", "load_results", "run"]
+__all__ = ["Results", "Validation", "evaluate", "load_results", "run", "validate"]

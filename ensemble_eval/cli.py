@@ -333,83 +333,35 @@ def build_validate_parser() -> argparse.ArgumentParser:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from .api import check_index_labels_fit, data_num_classes, resolve_device
     from .modelpaths import expand_model_paths
     from .rundir import check_validate_json
 
     check_validate_json(args.json, [c for c in args.checkpoints if ":" not in c], args.overwrite)
     expand_model_paths(args.checkpoints, lenient=True, check_specs=False)  # before torch is imported
 
-    from .checkpoints import check_together, inspect_checkpoint
+    from .api import validate
     from .fileio import atomic_write_text, strict_json
-    from .report import render_validation, validation_record
 
-    paths = expand_model_paths(args.checkpoints, lenient=True)
-    samples = None
-    data_classes = None
-    if args.data:
-        from .data import list_samples
-
-        samples = list_samples(args.data, args.labels)
-        data_classes = data_num_classes(samples)
-    device = resolve_device(args.device) if args.data else None
-    prefer = "ema" if args.ema else None
-    inspections = [inspect_checkpoint(p, trust=args.trust_checkpoints, prefer=prefer) for p in paths]
-    check_together(inspections, data_classes)
-    quick: dict[str, dict] = {}
-    if samples is not None:
-        from .checkpoints import check_published, check_views, member_from
-        from .config import DEFAULT_WORKERS, default_batch_size
-        from .crops import CropScheme
-        from .engine import evaluate
-        from .ensemble import NonFiniteOutputs
-        from .views import Geometries, one_crop_scheme, resolve_view
-
-        subset = samples[: args.limit]
-        for ins in inspections:
-            if ins.errors:
-                continue
-            member = member_from(ins)
-            # the run's 1-crop view of this member under the built-in protocol (views.resolve_view)
-            view = resolve_view(ins.convention, member.arch.input_size, CropScheme())
-            scheme = one_crop_scheme(view)
-            try:
-                check_index_labels_fit(samples, member.num_classes)
-                check_views([member], scheme)
-            except UserError as exc:
-                ins.errors.append(str(exc))
-                continue
-            try:
-                result = evaluate(
-                    subset,
-                    [member],
-                    scheme,
-                    ["1"],
-                    "1",
-                    device,
-                    default_batch_size(device.type),
-                    DEFAULT_WORKERS if args.workers is None else args.workers,
-                    progress=False,
-                    geometries=Geometries((scheme,), (0,), (view,), args.resize_backend),
-                )
-            except NonFiniteOutputs as exc:  # a problem of the member, not of the data: its verdict
-                ins.errors.append(str(exc))
-                continue
-            quick[ins.path] = result.tally.ensemble["1"].to_dict() | {
-                "view": [scheme.scales[0], scheme.crop_size],
-                "view_detail": view.to_dict() | {"backend": args.resize_backend},
-            }
-            check_published(ins, quick[ins.path])
-    record = validation_record(inspections, quick)
+    found = validate(
+        args.checkpoints,
+        args.data,
+        labels=args.labels,
+        limit=args.limit,
+        device=args.device,
+        workers=args.workers,
+        resize_backend=args.resize_backend,
+        trust_checkpoints=args.trust_checkpoints,
+        ema=args.ema,
+    )
     if args.json:
-        text = strict_json(record)
+        text = strict_json(found.record)
         if args.json == "-":
             sys.stdout.write(text)
         else:
             atomic_write_text(args.json, text)
     if args.json != "-":
-        print(render_validation(inspections, quick), end="")
-    return EXIT_OK if all(not i.errors for i in inspections) else EXIT_UNUSABLE
+        print(found.render(), end="")
+    return EXIT_OK if found.usable else EXIT_UNUSABLE
 
 
 def build_check_data_parser() -> argparse.ArgumentParser:

@@ -109,3 +109,13 @@ def test_every_summary_records_its_schema_and_environment_and_a_newer_schema_is_
     old = {k: v for k, v in results.summary.items() if k not in ("schema_version", "environment")}
     (tmp_path / "r" / "summary.json").write_text(json.dumps(old))
     assert ee.load_results(tmp_path / "r").top1_err == results.top1_err  # a record from before the schema
+
+
+def test_validate_from_python_is_the_commands_report(demo_ckpts, tmp_path, capsys):
+    found = ee.validate([str(p) for p in demo_ckpts] + [str(tmp_path / "missing.pt")], DATA, limit=2, workers=0)
+    assert not found.usable  # the missing file is an ERROR of its own, not an exception
+    verdicts = [c["verdict"] for c in found.record["checkpoints"]]
+    assert verdicts == ["OK", "OK", "ERROR"]
+    assert all("quick" in c for c in found.record["checkpoints"][:2])
+    assert main(["validate", *map(str, demo_ckpts), "--data", str(DATA), "--limit", "2", "--workers", "0"]) == 0
+    assert found.render().splitlines()[2].split() == capsys.readouterr().out.splitlines()[2].split()  # same row
