@@ -146,11 +146,31 @@ def _add_checkpoint_options(g) -> None:
     )
 
 
+COMMANDS = ("validate", "check-data", "report")  # besides the main command (no name)
+
+
+def _unknown_command(word: str) -> str | None:
+    """A one-line refusal when `word` (the first argument, not a flag) looks like a mistyped
+    command; None when it does not look like one (argparse says what is wrong then)."""
+    import difflib
+
+    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.7)
+    if not close:
+        return None
+    return (
+        f"unknown command {word!r}; did you mean {close[0]}? The commands are {', '.join(COMMANDS)}, "
+        "and the main command takes no name (ensemble-eval --models ... --data ...)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="ensemble-eval",
         allow_abbrev=False,
-        description="Multi-crop, multi-model evaluation of image classifiers (GoogLeNet ILSVRC 2014 protocol).",
+        description="Multi-crop, multi-model evaluation of image classifiers (GoogLeNet ILSVRC 2014 protocol).\n\n"
+        "commands: ensemble-eval [--models ... --data ...] (evaluate, below); "
+        + ", ".join(f"ensemble-eval {c} ..." for c in COMMANDS)
+        + " (each with --help)",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,  # unset flags don't override the YAML file
@@ -578,6 +598,8 @@ def _main(argv: list[str]) -> int:
             if args.verbose:
                 logging.getLogger().setLevel(logging.DEBUG)
             return run_validate(args)
+        if argv and not argv[0].startswith("-") and _unknown_command(argv[0]):
+            raise UserError(_unknown_command(argv[0]))
         parser = build_parser()
         args = vars(parser.parse_args(argv))
         if not argv:

@@ -446,3 +446,17 @@ def test_abbreviated_flags_are_not_guessed(capsys):
         main(["--model", "a.pt", "--data", str(DATA)])
     assert exc.value.code == 2
     assert "unrecognized arguments" in _error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("word,meant", [("valdate", "validate"), ("reprot", "report"), ("check_data", "check-data")])
+def test_a_mistyped_command_gets_a_suggestion(capsys, word, meant):
+    assert main([word, "x"]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert f"unknown command {word!r}; did you mean {meant}?" in line
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(f"ensemble-eval {c}" in out for c in ("validate", "check-data", "report"))
