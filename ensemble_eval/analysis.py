@@ -513,6 +513,8 @@ def per_class_errors(v: _Sections, requested_set: str, num_classes: int) -> dict
     ]
     worst = sorted(per_class, key=lambda e: (-e["top1_err"], -e["top5_err"], -e["num_images"], e["index"]))
     best_classes = sorted(per_class, key=lambda e: (e["top1_err"], e["top5_err"], -e["num_images"], e["index"]))
+    shown = {e["index"] for e in worst[:5]}  # fewer than 10 classes: a class is in one list, not both
+    best_classes = [e for e in best_classes if e["index"] not in shown]
     return {"crop_set": requested_set, "classes": per_class, "worst": worst[:5], "best": best_classes[:5]}
 
 

@@ -173,12 +173,8 @@ def _class_lines(record: dict) -> list[str]:
         images = f"{e['num_images']} image" + ("s" if e["num_images"] != 1 else "")
         return f"  {name}: top-1 {_pct(e['top1_err'])}, top-5 {_pct(e['top5_err'])} ({images})"
 
-    return (
-        ["highest top-1 error:"]
-        + [line(e) for e in pc["worst"]]
-        + ["lowest top-1 error:"]
-        + [line(e) for e in pc["best"]]
-    )
+    lowest = ["lowest top-1 error:"] + [line(e) for e in pc["best"]] if pc["best"] else []
+    return ["highest top-1 error:"] + [line(e) for e in pc["worst"]] + lowest
 
 
 def render_report(record: dict, markdown: bool = False) -> str:

@@ -15,6 +15,7 @@ odd-numbered ones are saved the way DDP training scripts do
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -56,4 +57,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ensemble_eval.errors import UserError
+
+    try:
+        main()
+    except UserError as exc:  # a missing or empty --data: one line, as the command says it
+        print(f"make_demo_checkpoints.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)

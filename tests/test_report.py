@@ -96,6 +96,8 @@ def test_per_class_and_member_errors(analysis):
     pc = analysis["per_class"]
     assert len(pc["classes"]) == C and sum(c["num_images"] for c in pc["classes"]) == N
     assert pc["worst"][0]["top1_err"] >= pc["worst"][-1]["top1_err"] >= pc["best"][-1]["top1_err"]
+    shown = [e["index"] for e in pc["worst"] + pc["best"]]
+    assert len(shown) == len(set(shown)) == min(10, C)  # no class in both lists
     assert [m["errors"]["10"]["top1_correct"] for m in analysis["members"]] == [62, 71, 75]
 
 
