@@ -508,6 +508,8 @@ def per_class_errors(v: _Sections, requested_set: str, num_classes: int) -> dict
             "num_images": int(count[c]),
             "top1_err": float(1 - right1[c] / count[c]),
             "top5_err": float(1 - right5[c] / count[c]),
+            "top1_acc": float(right1[c] / count[c]),
+            "top5_acc": float(right5[c] / count[c]),
         }
         for c in np.flatnonzero(count).tolist()
     ]

@@ -52,6 +52,9 @@ class Counts:
             "top5_err": self.top5_err,
             "top1_err_ci": list(wilson_interval(self.num_images - self.top1, self.num_images)),
             "top5_err_ci": list(wilson_interval(self.num_images - self.top5, self.num_images)),
+            # accuracies beside the errors (timm's and torchvision's figures are acc@1 / acc@5), fractions
+            "top1_acc": self.top1 / self.num_images if self.num_images else float("nan"),
+            "top5_acc": self.top5 / self.num_images if self.num_images else float("nan"),
         }
 
 

@@ -222,7 +222,8 @@ def render_report(record: dict, markdown: bool = False) -> str:
 
 def table_csv(cells: list[dict]) -> str:
     fields = ["label", "models", "crops", "cost", "top1_err", "top1_err_lo", "top1_err_hi", "top5_err"]
-    fields += ["top5_err_lo", "top5_err_hi", "delta_top5", "p_top1_vs_fewer_crops", "p_top5_vs_fewer_crops"]
+    fields += ["top5_err_lo", "top5_err_hi", "top1_acc", "top5_acc", "delta_top5"]
+    fields += ["p_top1_vs_fewer_crops", "p_top5_vs_fewer_crops"]
     fields += ["p_top1_vs_best_member", "p_top5_vs_best_member"]
     if cells and "real_top1_err" in cells[0]:
         fields += ["real_num_images", "real_top1_err", "real_top1_err_lo", "real_top1_err_hi", "real_top5_err"]
@@ -287,9 +288,9 @@ def _summary_problem(record: object) -> str | None:
 
 CURVE_FIELDS = ["models", "crops", "crop_set", "merge", "num_subsets", "all_subsets", "top1_err_mean", "top1_err_min"]
 CURVE_FIELDS += ["top1_err_max", "top5_err_mean", "top5_err_min", "top5_err_max"]
-CLASS_FIELDS = ["index", "wnid", "name", "num_images", "top1_err", "top5_err"]
+CLASS_FIELDS = ["index", "wnid", "name", "num_images", "top1_err", "top5_err", "top1_acc", "top5_acc"]
 MERGE_FIELDS = ["merge", "crops", "crop_set", "num_images", "top1_err", "top1_err_lo", "top1_err_hi", "top5_err"]
-MERGE_FIELDS += ["top5_err_lo", "top5_err_hi", "nll", "ece"]
+MERGE_FIELDS += ["top5_err_lo", "top5_err_hi", "top1_acc", "top5_acc", "nll", "ece"]
 
 OUTPUT_FILES = (
     "summary.json",
