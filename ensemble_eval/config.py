@@ -305,6 +305,8 @@ def build_config(yaml_path: str | None, overrides: dict[str, Any]) -> RunConfig:
         named = from_file.pop("protocol")
         preset = preset or named
     values: dict[str, Any] = read_yaml(preset_path(preset)) if preset else {}
+    if "protocol" in from_file:  # one's own scheme over the preset: not the preset's paper and table
+        values.pop("description", None)
     values.update(from_file)
     values.update(given)
     unknown = sorted(set(values) - FIELD_NAMES)

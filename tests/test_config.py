@@ -79,6 +79,10 @@ def test_a_config_file_can_start_from_a_preset_and_the_command_line_wins(tmp_pat
     assert config.protocol.set_indices("150") and config.crops == "Q256" and config.batch_size == 32
     over = build_config(str(tmp_path / "mine.yaml"), {"protocol": "inception-299-144", "crops": "10"})
     assert over.protocol.crop_size == 299 and over.crops == "10" and over.batch_size == 32
+    assert over.table_title() == "Inception-v3/v4, Tables 4-5"
+    (tmp_path / "own.yaml").write_text("protocol: {scales: [256], crop_sets: {'1': {}}}\n")
+    own = build_config(str(tmp_path / "own.yaml"), {"protocol": "vgg-150", "crops": "1"})
+    assert own.protocol.num_crops == 144 // 4 and own.table_title() is None  # not VGG's table any more
 
 
 def test_protocol_list_and_an_unknown_preset(capsys):
