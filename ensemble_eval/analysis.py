@@ -358,6 +358,13 @@ class _Sections:
     hits: np.ndarray  # bool [N, M + 1, S, R, 2]
     sets: list[str]  # crop set names, fewest crops first
     real_hits: np.ndarray | None = None  # bool [N, M + 1, S, 2] of the labelled images (ReaL)
+    compared_with: dict[str, str | None] | None = None  # crops.nested_under; None: the previous set
+
+    def fewer(self, j: int) -> str | None:
+        """The set the j-th set's "p vs fewer crops" compares it with."""
+        if self.compared_with is not None:
+            return self.compared_with.get(self.sets[j])
+        return self.sets[j - 1] if j > 0 else None  # a record without its protocol: the next smaller set
 
     @property
     def n(self) -> int:
@@ -424,10 +431,11 @@ def table3(v: _Sections) -> tuple[int, list[dict], list[dict]]:
             cell["cost"] = models * r.crops_per_set[s]
             cell |= v.cell_errors(row, i)
             cell["delta_top5"] = cell["top5_err"] - (1 - base_top5)
-            if j > 0:
-                p = _paired(hits[:, row, i, 0], hits[:, row, v.index(sets[j - 1]), 0])
+            under = v.fewer(j)
+            if under is not None:
+                p = _paired(hits[:, row, i, 0], hits[:, row, v.index(under), 0])
                 cell |= {f"p_{k}_vs_fewer_crops": x["p_value"] for k, x in p.items()}
-                fewer = set_label(sets[j - 1], r.crops_per_set[sets[j - 1]])
+                fewer = set_label(under, r.crops_per_set[under])
                 versus = f"{set_label(s, cell['crops'])} vs {fewer} crops, {label}"
                 tests += [{"comparison": versus, "metric": k} | x for k, x in p.items()]
             if row == ens and m > 1:
@@ -527,15 +535,17 @@ def analyze(
     table: bool,
     real: dict[str, frozenset[int]] | None = None,
     real_source: str = "",
+    compared_with: dict[str, str | None] | None = None,
 ) -> dict:
     """Every reported number, as one JSON-ready record (errors as fractions): one function per
     section (crop sets, members, Table 3 and paired tests, curve, merge modes, per class,
-    calibration, ReaL)."""
+    calibration, ReaL). `compared_with` (crops.nested_under): the set each set's paired test
+    compares it with; None: the next smaller set."""
     sets = sorted(records.set_names, key=lambda s: (records.crops_per_set[s], records.set_names.index(s)))
     labelled = real_hits = None
     if real is not None:
         labelled, real_hits = _real_hits(records, real, real_source, num_classes)
-    v = _Sections(records, records.hits(), sets, real_hits)
+    v = _Sections(records, records.hits(), sets, real_hits, compared_with)
     record: dict = {
         "num_images": records.num_images,
         "confidence_level": CONFIDENCE_LEVEL,

@@ -498,6 +498,17 @@ def _pick_members(wanted: list[str] | None, names: list[str]) -> list[int]:
     return ids
 
 
+def _compared_with(summary: dict, set_names: list[str]) -> dict | None:
+    """The run's nesting of crop sets (crops.nested_under) from its recorded protocol; None when
+    the record's protocol cannot be read (then each set is compared with the next smaller one)."""
+    from .crops import CropScheme, SchemeError, nested_under
+
+    try:
+        return nested_under(CropScheme.from_dict(summary.get("protocol")), list(set_names))
+    except (SchemeError, TypeError, ValueError):
+        return None
+
+
 def run_report(args: argparse.Namespace) -> int:
     from .analysis import analyze, load_records, read_real_labels, records_from_logits
     from .fileio import write_json
@@ -545,7 +556,13 @@ def run_report(args: argparse.Namespace) -> int:
     if args.real_labels:
         real = read_real_labels(args.real_labels, summary.get("num_classes", 1000))
     analysis = analyze(
-        records, crops, summary.get("num_classes", 1000), "table" in summary, real, args.real_labels or ""
+        records,
+        crops,
+        summary.get("num_classes", 1000),
+        "table" in summary,
+        real,
+        args.real_labels or "",
+        _compared_with(summary, records.set_names),
     )
     record = with_analysis(summary | {"crops": crops}, analysis, ids)
     record["num_crops"] = records.crops_per_set[crops]

@@ -609,6 +609,21 @@ def crops_per_set(scheme: CropScheme) -> dict[str, int]:
     return {name: len(scheme.set_indices(name)) for name in scheme.crop_sets}
 
 
+def nested_under(scheme: CropScheme, set_names: list[str]) -> dict[str, str | None]:
+    """For each set, the set it is compared with in a results table: the largest of the other
+    sets whose views are all among its own (the first of `set_names` on ties), or None.
+
+    GoogLeNet: 10 -> 1, 144 -> 10. VGG: Q256 -> 1, 150 -> Q256, and Q384 / Q512 (which hold
+    no smaller set) -> None: a set is compared with fewer crops of its own, never with another
+    set of the same size."""
+    views = {name: set(scheme.set_indices(name)) for name in set_names}
+    under: dict[str, str | None] = {}
+    for name in set_names:
+        inside = [other for other in set_names if views[other] < views[name]]
+        under[name] = max(inside, key=lambda o: (len(views[o]), -set_names.index(o)), default=None)
+    return under
+
+
 def needed_indices(scheme: CropScheme, set_names: list[str]) -> list[int]:
     """Union of the crop sets' positions, in canonical order."""
     wanted: set[int] = set()
@@ -635,6 +650,7 @@ __all__ = [
     "extract_views",
     "grid_cells",
     "needed_indices",
+    "nested_under",
     "plan_crops",
     "resized_size",
     "set_label",

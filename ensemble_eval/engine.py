@@ -415,6 +415,7 @@ def _finish(config, out, store, samples, plan, members, device, choice, real, re
     finishes: before summary.json every chunk is still there; after it, only the removal of
     progress/ remains."""
     from .analysis import analyze, load_records
+    from .crops import nested_under
     from .fileio import write_json
     from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis
     from .rundir import record_files
@@ -440,7 +441,8 @@ def _finish(config, out, store, samples, plan, members, device, choice, real, re
         sessions=total.sessions,
     )
     records = load_records(out)
-    analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "")
+    compared_with = nested_under(config.protocol, list(plan.set_names))
+    analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "", compared_with)
     record = with_analysis(summary_record(config, members, result, device, choice, plan.geometries), analysis)
     record["data_listing"] = data_report or {"problems": [], "ignored": {}}
     written = ["predictions.npz"] + (["logits.npz"] if config.save_logits else [])

@@ -233,8 +233,13 @@ def test_vgg_150_run_equals_per_view_evaluation_and_tables_its_sets(tmp_path, mi
     assert [c["crops"] for c in summary["table"]] == [1, 50, 50, 50, 150]
     table = (tmp_path / "out" / "table.md").read_text()  # sets of equal size stay apart
     assert "| Q256 (50) |" in table and "| Q384 (50) |" in table
-    comparisons = {t["comparison"] for t in summary["paired_tests"]}
-    assert "Q384 (50) vs Q256 (50) crops, best member (mobilenet.pt)" in comparisons
+    comparisons = {t["comparison"] for t in summary["paired_tests"]}  # each set against fewer crops of its own
+    assert comparisons == {
+        "Q256 (50) vs 1 crops, best member (mobilenet.pt)",
+        "150 vs Q256 (50) crops, best member (mobilenet.pt)",
+    }
+    q384 = next(c for c in summary["table"] if c["crop_set"] == "Q384")
+    assert "p_top5_vs_fewer_crops" not in q384  # no 50-vs-50 test
 
 
 def test_inception_299_run_equals_per_view_evaluation(tmp_path, mixed_models):
@@ -337,3 +342,20 @@ def test_views_of_mixed_shapes_go_through_the_members_unpadded(shaped, device):
                 for p, view in zip(positions, stack):
                     alone = net(view[None].to(device).float() / 255)
                     torch.testing.assert_close(logits[0, b, p], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_each_set_is_compared_with_the_largest_set_nested_in_it():
+    from ensemble_eval.crops import nested_under
+
+    paper = preset("googlenet-144")
+    assert nested_under(paper, ["1", "10", "144"]) == {"1": None, "10": "1", "144": "10"}
+    vgg = preset("vgg-150")
+    assert nested_under(vgg, list(vgg.crop_sets)) == {
+        "1": None,
+        "Q256": "1",  # r2c2 at 256 is one of Q256's 50 crops
+        "Q384": None,  # no smaller set inside it: never a 50-vs-50 test
+        "Q512": None,
+        "150": "Q256",  # the first of the three 50-crop sets inside it
+    }
+    dense = preset("resnet-dense-flip")
+    assert nested_under(dense, list(dense.crop_sets)) == {"1": None, "2": "1", "5": "1", "10": "5"}
