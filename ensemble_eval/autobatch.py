@@ -182,16 +182,17 @@ def cached_choice(key: str, candidates: tuple[int, ...]) -> Choice | None:
     return Choice(size, "cache", rate, rates, f"auto: timed on {when}, cached in {cache_file()}")
 
 
-def timing_crops(batch, count: int) -> torch.Tensor | list | None:
-    """`count` real uint8 crops [count, 3, S, S] from a loader batch (views larger than S x S
-    give their centre S x S), repeated when the batch holds fewer; None when it holds none.
-    A batch of several geometries gives a list, one such tensor per geometry."""
+def timing_crops(batch, count: int) -> list[torch.Tensor] | None:
+    """Per geometry of the batch (one, or one per member view size), `count` real uint8 crops
+    [count, 3, S, S] (views larger than S x S give their centre S x S), repeated when the batch
+    holds fewer; None when it holds none."""
+    per = [_repeated_crops(c, count) for c in (batch.crops if isinstance(batch.crops, list) else [batch.crops])]
+    return None if any(p is None for p in per) else per
+
+
+def _repeated_crops(crops, count: int) -> torch.Tensor | None:
     from .data import Views
 
-    crops = batch.crops
-    if isinstance(crops, list):
-        per = [timing_crops(type(batch)(batch.indices, c, *_rest(batch)), count) for c in crops]
-        return None if any(p is None for p in per) else per
     if isinstance(crops, Views):
         s = crops.crop_size
         pieces = []
@@ -208,12 +209,8 @@ def timing_crops(batch, count: int) -> torch.Tensor | list | None:
     return flat.repeat(repeats, 1, 1, 1)[:count].contiguous()
 
 
-def _rest(batch) -> tuple:
-    return (batch.targets, batch.failures, batch.files, batch.failure_files)
-
-
 def measure(
-    crops: torch.Tensor | list,
+    crops: list[torch.Tensor],
     runners,
     candidates: tuple[int, ...],
     channels_last: bool,
@@ -228,15 +225,16 @@ def measure(
     first; the search stops growing once two sizes in a row fall below 80% of the best rate,
     or at the first size that runs out of GPU memory (larger ones would too). Then the sizes
     within 85% of the best run `rounds - 1` more interleaved rounds, each keeping its fastest.
-    crops: [N, 3, S, S], or one such tensor per geometry with `of_member` (each member's).
+    crops: one [N, 3, S, S] per geometry, member i running on `crops[of_member[i]]` (default:
+    every member on the first).
     """
-    device = (crops[0] if isinstance(crops, list) else crops).device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    of_member = tuple(of_member) if of_member is not None else (0,) * len(runners)
+    sync = torch.cuda.synchronize if crops[0].device.type == "cuda" else (lambda: None)
     best: dict[int, float] = {}
     worse_in_a_row = 0
     for b in sorted(candidates):
         try:
-            _rate(_first(crops, b), runners, b, channels_last, precision, sync, of_member)  # warm-up
+            _rate([c[:b] for c in crops], runners, b, channels_last, precision, sync, of_member)  # warm-up
             best[b] = _rate(crops, runners, b, channels_last, precision, sync, of_member)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
@@ -253,19 +251,13 @@ def measure(
     return best
 
 
-def _first(crops: torch.Tensor | list, b: int) -> torch.Tensor | list:
-    return [c[:b] for c in crops] if isinstance(crops, list) else crops[:b]
-
-
-def _rate(crops, runners, b, channels_last, precision, sync, of_member=None) -> float:
+def _rate(crops: list[torch.Tensor], runners, b, channels_last, precision, sync, of_member) -> float:
     from .ensemble import member_logits
 
     start = time.perf_counter()
-    batch = [c[None] for c in crops] if isinstance(crops, list) else crops[None]
-    member_logits(batch, runners, b, channels_last, precision, of_member)
+    member_logits([c[None] for c in crops], runners, b, channels_last, precision, of_member)
     sync()
-    n = len(crops[0]) if isinstance(crops, list) else len(crops)
-    return n * len(runners) / max(time.perf_counter() - start, 1e-9)
+    return len(crops[0]) * len(runners) / max(time.perf_counter() - start, 1e-9)
 
 
 def choose(
@@ -304,18 +296,15 @@ def choose(
     if len(samples) * len(indices) < min_timed_run * timing_cost:
         return Choice(default, "default", note="auto: the default, the run is too small for timing to pay off")
     backend = geometries.backend if geometries else "tensor"
-    several = geometries is not None and len(geometries.schemes) > 1
-    extracted = list(geometries.schemes) if several else (geometries.schemes[0] if geometries else scheme)
-    crops = _first_crops(samples, extracted, indices, count, backend)
+    crops = _first_crops(samples, list(geometries.schemes) if geometries else scheme, indices, count, backend)
     if crops is None:
         return Choice(default, "default", note="auto: the default, the first images could not be decoded for timing")
     from .ensemble import place_members, prepare_device
 
     prepare_device(device, not scheme.uncropped(indices))
     runners = place_members(members, device, channels_last)
-    of_member = geometries.of_member if several else None
-    moved = [c.to(device) for c in crops] if isinstance(crops, list) else crops.to(device)
-    rates = measure(moved, runners, candidates, channels_last, precision, of_member=of_member)
+    of_member = geometries.of_member if geometries else None
+    rates = measure([c.to(device) for c in crops], runners, candidates, channels_last, precision, of_member=of_member)
     if not rates:
         return Choice(default, "default", note=f"auto: the default, even {min(candidates)} crops ran out of GPU memory")
     size = max(rates, key=rates.get)
@@ -329,8 +318,8 @@ def choose(
 
 
 def _first_crops(samples, scheme, indices: list[int], count: int, backend: str = "tensor"):
-    """`count` crops of the first images (two spare ones for undecodable images), as the run
-    extracts them (a list, one per geometry, when `scheme` is a list)."""
+    """Per geometry (`scheme`: one, or a list), `count` crops of the first images (two spare
+    ones for undecodable images), as the run extracts them."""
     from .data import crop_loader
 
     need = max(1, math.ceil(count / len(indices)))

@@ -200,7 +200,11 @@ class Plan:
     merges: tuple[str, ...] = ("mean-prob",)  # the first is the reported one
     subsets: tuple[tuple[int, ...], ...] = ((0,),)  # member subsets: singletons, all, then the curve's
     save_statistics: bool = False  # keep float16 group statistics per image (--save-logits)
-    geometries: Geometries | None = None  # each member's view and scaled scheme (None: all on `scheme`)
+    geometries: Geometries | None = None  # each member's view and scaled scheme (given None: all on `scheme`)
+
+    def __post_init__(self) -> None:
+        if self.geometries is None:  # every member on the scheme as it is
+            object.__setattr__(self, "geometries", Geometries.single(self.scheme, self.num_members))
 
     @classmethod
     def make(
@@ -233,7 +237,7 @@ class Plan:
             tuple(merges),
             tuple(curve_subsets(num_members, curve_samples, seed)),
             save_statistics,
-            geometries if geometries is not None else Geometries.single(scheme, num_members),
+            geometries,
         )
 
     @property
@@ -260,7 +264,7 @@ class Plan:
     @property
     def loader_schemes(self) -> CropScheme | list[CropScheme]:
         """What the loader extracts per image: one scheme, or one per geometry."""
-        schemes = self.geometries.schemes if self.geometries else (self.scheme,)
+        schemes = self.geometries.schemes
         return schemes[0] if len(schemes) == 1 else list(schemes)
 
     def num_batches(self, num_samples: int) -> int:
@@ -383,7 +387,7 @@ def run_batches(
     groups = plan.groups
     names = statistics_for(plan.merges)
     member_names = [m.name for m in members]
-    geometries = plan.geometries or Geometries.single(plan.scheme, len(members))
+    geometries = plan.geometries
     keys_of = [scheme.keys() for scheme in geometries.schemes]
     names_of = [["/".join(map(str, keys[i].as_tuple())) for i in plan.indices] for keys in keys_of]
     view_names = [names_of[g] for g in geometries.of_member]  # each member's views at its own scales

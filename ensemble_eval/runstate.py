@@ -71,9 +71,7 @@ def fingerprint(members, samples, plan) -> dict:
         "save_logits": plan.save_statistics,
     }
     geo = plan.geometries
-    if geo is not None and (
-        geo.backend != "tensor" or {s.geometry_key() for s in geo.schemes} != {plan.scheme.geometry_key()}
-    ):
+    if geo.backend != "tensor" or {s.geometry_key() for s in geo.schemes} != {plan.scheme.geometry_key()}:
         fp["views"] = geo.to_dict()  # members on views other than the protocol's (absent otherwise, as before)
     return fp
 

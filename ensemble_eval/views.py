@@ -49,6 +49,11 @@ class MemberView:
 GEOMETRY_FIELDS = ("input_size", "resize_size", "interpolation", "antialias")
 
 
+def protocol_view(scheme: CropScheme) -> MemberView:
+    """The protocol's own 1-crop view: its base scale, crop size, interpolation and antialias."""
+    return MemberView(scheme.crop_size, scheme.base_scale, scheme.interpolation, scheme.antialias, "protocol")
+
+
 def resolve_view(convention, fixed_size: int | None, scheme: CropScheme, mode: str = "native") -> MemberView:
     """The member's 1-crop view under `scheme`.
 
@@ -57,9 +62,9 @@ def resolve_view(convention, fixed_size: int | None, scheme: CropScheme, mode: s
     the convention gives, each missing field from the protocol (a crop size other than the
     protocol's gets the base scale scaled with it); "protocol": the protocol's own view for
     every member (mean/std stay the member's)."""
-    base = scheme.base_scale
     if mode == "protocol":
-        return MemberView(scheme.crop_size, base, scheme.interpolation, scheme.antialias, "protocol")
+        return protocol_view(scheme)
+    base = scheme.base_scale
     crop = convention.input_size or fixed_size or scheme.crop_size
     resize = convention.resize_size or (
         base if crop == scheme.crop_size else int(round(base * crop / scheme.crop_size))
@@ -86,8 +91,7 @@ class Geometries:
     @classmethod
     def single(cls, scheme: CropScheme, num_members: int = 1, backend: str = "tensor") -> Geometries:
         """Every member on `scheme` as it is."""
-        view = MemberView(scheme.crop_size, scheme.base_scale, scheme.interpolation, scheme.antialias, "protocol")
-        return cls((scheme,), (0,) * num_members, (view,) * num_members, backend)
+        return cls((scheme,), (0,) * num_members, (protocol_view(scheme),) * num_members, backend)
 
     def members_of(self, g: int) -> list[int]:
         return [i for i, j in enumerate(self.of_member) if j == g]
