@@ -199,7 +199,7 @@ def records_from_logits(
     """
     import torch
 
-    from .merge import STATISTIC, CropGroups, class_dtype, curve_subsets, merge_records
+    from .merge import CropGroups, class_dtype, curve_subsets, merge_records, statistics_for
 
     path = Path(run_dir) / "logits.npz"
     with _open_npz(path, "logits.npz, written with --save-logits") as z:
@@ -218,7 +218,7 @@ def records_from_logits(
         tuple(tuple(range(starts[g], starts[g + 1])) for g in range(len(sizes))),
         tuple(tuple(int(g) for g in np.flatnonzero(row)) for row in small["set_groups"]),
     )
-    names = list(dict.fromkeys(STATISTIC[m] for m in merges))
+    names = list(statistics_for(merges))
     stats = {name: npz_memmap(path, name) for name in names}
     n = len(small["targets"])
     subsets = curve_subsets(len(members), curve_samples, seed)

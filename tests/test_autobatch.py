@@ -131,10 +131,10 @@ def test_a_resumed_run_keeps_the_size_it_started_with(tmp_path, demo_ckpts, batc
     ],
 )
 def test_batch_size_flag(args, expected):
-    from ensemble_eval.cli import build_parser
+    from ensemble_eval.cli import command_parser
     from ensemble_eval.config import build_config
 
-    values = vars(build_parser().parse_args(["--models", "a.pt", "--data", "d", *args]))
+    values = vars(command_parser("run").parse_args(["--models", "a.pt", "--data", "d", *args]))
     assert build_config(values.pop("config", None), values).batch_size == expected
 
 
