@@ -248,7 +248,7 @@ def _open_store(store, config, members, samples, plan, world: D.World):
 def _batch_choice(config, store, members, samples, set_names, device, world: D.World, geometries=None):
     """Rank 0 settles the forward batch (autobatch.choose: given, resumed, cached or timed)
     and logs it; every process gets the same choice, or the same ResumeError."""
-    from .autobatch import choose
+    from .autobatch import Workload, choose
     from .config import default_batch_size
     from .crops import needed_indices
     from .runstate import ResumeError
@@ -258,19 +258,9 @@ def _batch_choice(config, store, members, samples, set_names, device, world: D.W
         try:
             recorded = store.recorded_batch_size() if config.resume else None
             indices = needed_indices(config.protocol, set_names)
-            choice = choose(
-                config.batch_size,
-                members,
-                samples,
-                config.protocol,
-                indices,
-                device,
-                config.channels_last,
-                config.precision,
-                default_batch_size(device.type),
-                recorded,
-                geometries=geometries,
-            )
+            work = Workload(config.protocol, indices, device, config.channels_last, config.precision, geometries)
+            default = default_batch_size(device.type)
+            choice = choose(config.batch_size, members, samples, work, default, recorded=recorded)
             if choice.source in ("timed", "cache"):  # the others are in summary.json (and -v)
                 print(f"ensemble-eval: {choice.describe()}", file=sys.stderr)
             else:

@@ -181,19 +181,8 @@ def test_choose_times_every_candidate_on_the_device(device, samples, demo_models
     model = copy.deepcopy(demo_models[1])  # the session's model stays on the CPU
     members = [Member("m", "", ArchSpec("torchvision-googlenet", 1000, False), model, Convention())]
     dev = torch.device(device)
-    choice = autobatch.choose(
-        "auto",
-        members,
-        samples,
-        SMALL,
-        SMALL.set_indices("10"),
-        dev,
-        True,
-        "fp32",
-        16,
-        min_timed_run=0,
-        use_cache=False,
-    )
+    work = autobatch.Workload(SMALL, SMALL.set_indices("10"), dev, True, "fp32")
+    choice = autobatch.choose("auto", members, samples, work, 16, min_timed_run=0, use_cache=False)
     candidates = autobatch.CANDIDATES[dev.type]
     assert choice.source == "timed" and choice.batch_size in choice.tried and set(choice.tried) <= set(candidates)
     assert choice.crops_per_s == max(choice.tried.values()) > 0 and len(choice.tried) >= 2
