@@ -320,85 +320,109 @@ def _walk(root: Path, root_entries: list[os.DirEntry] | None = None) -> _Tree:
 
     Real folders first, then symlinked ones (in path order), so a link never takes the place
     of the real folder it points to; a folder is listed once (by device and inode)."""
-    tree = _Tree([], {}, Counter(), [])
-    root_st = os.stat(root)
-    root_id = (root_st.st_dev, root_st.st_ino)
-    visited: dict[tuple[int, int], str] = {root_id: ""}
-    stack: list[tuple[Path, str, tuple]] = [(root, "", (root_id,))]
-    deferred: list[tuple[str, str, tuple]] = []  # heap of (rel, path, chain of the folder holding the link)
-    while stack or deferred:
-        if not stack:
-            rel, link, chain = heapq.heappop(deferred)
-            try:
-                st = os.stat(link)
-            except OSError as exc:
-                tree.problems[rel] = f"symbolic link cannot be followed ({_os_reason(exc)})"
+    return _Walker(root).walk(root_entries)
+
+
+class _Walker:
+    """The state of one _walk: folders to list, symlinked folders deferred, folders seen."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.tree = _Tree([], {}, Counter(), [])
+        root_st = os.stat(root)
+        root_id = (root_st.st_dev, root_st.st_ino)
+        self.visited: dict[tuple[int, int], str] = {root_id: ""}
+        self.stack: list[tuple[Path, str, tuple]] = [(root, "", (root_id,))]
+        self.deferred: list[tuple[str, str, tuple]] = []  # heap of (rel, path, chain of the folder holding the link)
+
+    def walk(self, root_entries: list[os.DirEntry] | None) -> _Tree:
+        while self.stack or self.deferred:
+            if not self.stack:
+                self._follow(*heapq.heappop(self.deferred))
                 continue
-            ident = (st.st_dev, st.st_ino)
-            target = visited.get(ident)
-            if ident in chain:
-                where = f"{display_path(target)}/" if target else "the --data folder"
-                tree.problems[rel] = f"symbolic link to {where}, a folder holding it: not followed (it would loop)"
-            elif target is not None:
-                tree.problems[rel] = f"symbolic link to {display_path(target)}/, a folder already listed: not followed"
-            else:
-                visited[ident] = rel
-                stack.append((Path(link), rel, (*chain, ident)))
-            continue
-        folder, rel, chain = stack.pop()
+            folder, rel, chain = self.stack.pop()
+            try:
+                given = folder is self.root and root_entries is not None
+                entries = root_entries if given else _scandir(folder)
+            except OSError as exc:
+                what = f"{rel}/" if rel else "."
+                self.tree.problems[what] = f"folder cannot be listed ({_os_reason(exc)})"
+                continue
+            for entry in entries:
+                self._entry(entry, rel, chain)
+        return self.tree
+
+    def _follow(self, rel: str, link: str, chain: tuple) -> None:
+        """A symlinked folder, after every real one: listed unless it loops or was listed."""
         try:
-            entries = root_entries if folder is root and root_entries is not None else _scandir(folder)
+            st = os.stat(link)
         except OSError as exc:
-            what = f"{rel}/" if rel else "."
-            tree.problems[what] = f"folder cannot be listed ({_os_reason(exc)})"
-            continue
-        for entry in entries:
-            name = entry.name
-            child = f"{rel}/{name}" if rel else name
-            if name.startswith("."):
-                tree.ignored[HIDDEN] += 1
-                continue
-            if not rel:
-                tree.top_names.append(name)
+            self.tree.problems[rel] = f"symbolic link cannot be followed ({_os_reason(exc)})"
+            return
+        ident = (st.st_dev, st.st_ino)
+        target = self.visited.get(ident)
+        if ident in chain:
+            where = f"{display_path(target)}/" if target else "the --data folder"
+            self.tree.problems[rel] = f"symbolic link to {where}, a folder holding it: not followed (it would loop)"
+        elif target is not None:
+            self.tree.problems[rel] = f"symbolic link to {display_path(target)}/, a folder already listed: not followed"
+        else:
+            self.visited[ident] = rel
+            self.stack.append((Path(link), rel, (*chain, ident)))
+
+    def _entry(self, entry: os.DirEntry, rel: str, chain: tuple) -> None:
+        """One entry of a folder: a file kept, a folder queued, anything else a problem."""
+        name = entry.name
+        child = f"{rel}/{name}" if rel else name
+        if name.startswith("."):
+            self.tree.ignored[HIDDEN] += 1
+            return
+        if not rel:
+            self.tree.top_names.append(name)
+        try:
+            mode = self._mode(entry, child, chain)
+        except OSError as exc:
+            self.tree.problems[child] = f"cannot be examined ({_os_reason(exc)})"
+            return
+        if mode is None:  # a folder (queued), or a link that cannot be followed (a problem)
+            return
+        if stat.S_ISREG(mode):
+            self.tree.files.append((child, entry.path))
+        else:
+            self.tree.problems[child] = f"a {file_kind(mode)}, not a regular file"
+
+    def _mode(self, entry: os.DirEntry, child: str, chain: tuple) -> int | None:
+        """The file mode of a non-folder entry (through a symbolic link); None once a folder is
+        queued or a link's problem noted."""
+        if entry.is_symlink():
             try:
-                if entry.is_symlink():
-                    try:
-                        st = os.stat(entry.path)
-                    except FileNotFoundError:
-                        tree.problems[child] = f"broken symbolic link (to {short_repr(os.readlink(entry.path))})"
-                        continue
-                    except OSError as exc:
-                        loop = exc.errno == errno.ELOOP
-                        why = "symbolic link loop" if loop else f"symbolic link cannot be followed ({_os_reason(exc)})"
-                        tree.problems[child] = why
-                        continue
-                    if stat.S_ISDIR(st.st_mode):
-                        heapq.heappush(deferred, (child, entry.path, chain))
-                        continue
-                    mode = st.st_mode
-                elif entry.is_dir(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    ident = (st.st_dev, st.st_ino)
-                    if ident in visited:  # a bind mount of a folder already listed
-                        tree.problems[f"{child}/"] = (
-                            f"the same folder as {display_path(visited[ident])}/: not listed twice"
-                        )
-                    else:
-                        visited[ident] = child
-                        stack.append((Path(entry.path), child, (*chain, ident)))
-                    continue
-                elif entry.is_file(follow_symlinks=False):
-                    mode = stat.S_IFREG
-                else:
-                    mode = entry.stat(follow_symlinks=False).st_mode
+                st = os.stat(entry.path)
+            except FileNotFoundError:
+                self.tree.problems[child] = f"broken symbolic link (to {short_repr(os.readlink(entry.path))})"
+                return None
             except OSError as exc:
-                tree.problems[child] = f"cannot be examined ({_os_reason(exc)})"
-                continue
-            if stat.S_ISREG(mode):
-                tree.files.append((child, entry.path))
+                loop = exc.errno == errno.ELOOP
+                why = "symbolic link loop" if loop else f"symbolic link cannot be followed ({_os_reason(exc)})"
+                self.tree.problems[child] = why
+                return None
+            if stat.S_ISDIR(st.st_mode):
+                heapq.heappush(self.deferred, (child, entry.path, chain))
+                return None
+            return st.st_mode
+        if entry.is_dir(follow_symlinks=False):
+            st = entry.stat(follow_symlinks=False)
+            ident = (st.st_dev, st.st_ino)
+            if ident in self.visited:  # a bind mount of a folder already listed
+                self.tree.problems[f"{child}/"] = (
+                    f"the same folder as {display_path(self.visited[ident])}/: not listed twice"
+                )
             else:
-                tree.problems[child] = f"a {file_kind(mode)}, not a regular file"
-    return tree
+                self.visited[ident] = child
+                self.stack.append((Path(entry.path), child, (*chain, ident)))
+            return None
+        if entry.is_file(follow_symlinks=False):
+            return stat.S_IFREG
+        return entry.stat(follow_symlinks=False).st_mode
 
 
 def _check_root(root: Path) -> list[os.DirEntry]:
