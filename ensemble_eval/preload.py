@@ -262,99 +262,110 @@ class _PickleScan:
 
     def run(self, fh) -> None:
         """Scan one pickle from `fh` (which is left just after its STOP opcode)."""
-        stack: list = []
-        memo: dict = {}
-
-        def pop_mark() -> list:
-            for i in range(len(stack) - 1, -1, -1):
-                if stack[i] is _MARK:
-                    items = stack[i + 1 :]
-                    del stack[i:]
-                    self._check_escape(items)
-                    return items
-            raise Refusal("its pickle is malformed (no MARK); the file is truncated or corrupt")
-
-        def pop() -> object:
-            item = stack.pop()
-            if item is _MARK:
-                raise Refusal("its pickle is malformed (MARK); the file is truncated or corrupt")
-            return item
-
+        self.stack: list = []
+        self.memo: dict = {}
         for op, arg, _pos in pickletools.genops(fh):
             name = op.name
-            if name in ("PROTO", "FRAME", "STOP"):
+            if name in ("PROTO", "FRAME", "STOP", "READONLY_BUFFER"):
                 continue
-            if name in _PUSH_ARG:
-                stack.append(arg)
-            elif name in _PUSH_CONST:
-                stack.append(_PUSH_CONST[name])
-            elif name == "MARK":
-                stack.append(_MARK)
-            elif name in ("GLOBAL", "INST"):
-                module, _, attr = arg.partition(" ")
-                sym = self._global(module, attr)
-                stack.append(sym if name == "GLOBAL" else self._call(sym, tuple(pop_mark())))
-            elif name == "STACK_GLOBAL":
-                attr = pop()
-                stack.append(self._global(pop(), attr))
-            elif name in ("EXT1", "EXT2", "EXT4"):
-                stack.append(_Global(f"copyreg.extension_{arg}"))
-            elif name == "REDUCE" or name == "NEWOBJ":
-                args = pop()
-                func = pop()
-                self._check_escape(args if isinstance(args, tuple) else ())
-                stack.append(self._call(func, args))
-            elif name == "NEWOBJ_EX":
-                pop()
-                args = pop()
-                stack.append(self._call(pop(), args))
-            elif name == "OBJ":
-                items = pop_mark()
-                stack.append(self._call(items[0], tuple(items[1:])) if items else _OTHER)
-            elif name == "BUILD":
-                self._check_escape((pop(),))
-                if not stack:
-                    raise IndexError("BUILD on an empty stack")
-            elif name == "TUPLE":
-                stack.append(tuple(pop_mark()))
-            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-                n = int(name[-1])
-                items = tuple(reversed([pop() for _ in range(n)]))
-                self._check_escape(items)
-                stack.append(items)
-            elif name == "EMPTY_TUPLE":
-                stack.append(())
-            elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET", "NEXT_BUFFER"):
-                stack.append(_OTHER)
-            elif name in ("LIST", "DICT", "FROZENSET"):
-                pop_mark()
-                stack.append(_OTHER)
-            elif name in ("APPENDS", "SETITEMS", "ADDITEMS", "POP_MARK"):
-                pop_mark()
-            elif name == "POP" and stack and stack[-1] is _MARK:
-                stack.pop()
-            elif name in ("APPEND", "SETITEM", "POP"):
-                items = [pop() for _ in range(2 if name == "SETITEM" else 1)]
-                self._check_escape(items)
-            elif name == "DUP":
-                stack.append(stack[-1])
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = stack[-1]
-            elif name == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo[arg])
-            elif name == "PERSID":
-                stack.append(self._persistent(arg))
-            elif name == "BINPERSID":
-                stack.append(self._persistent(pop()))
-            elif name == "READONLY_BUFFER":
-                pass
-            else:
+            if not (self._build_step(name, arg) or self._container_step(name, arg)):
                 raise Refusal(f"its pickle uses opcode {name}, which this tool does not know; re-save the file")
-            if len(stack) + len(memo) > MAX_PICKLE_ITEMS:
+            if len(self.stack) + len(self.memo) > MAX_PICKLE_ITEMS:
                 raise Refusal("its pickle holds more objects than any checkpoint; the file is hostile or corrupt")
-        self.result = stack[-1] if stack else None
+        self.result = self.stack[-1] if self.stack else None
+
+    def _pop_mark(self) -> list:
+        stack = self.stack
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is _MARK:
+                items = stack[i + 1 :]
+                del stack[i:]
+                self._check_escape(items)
+                return items
+        raise Refusal("its pickle is malformed (no MARK); the file is truncated or corrupt")
+
+    def _pop(self) -> object:
+        item = self.stack.pop()
+        if item is _MARK:
+            raise Refusal("its pickle is malformed (MARK); the file is truncated or corrupt")
+        return item
+
+    def _build_step(self, name: str, arg: object) -> bool:
+        """The opcodes that push values, name globals and call them; False for any other."""
+        stack, pop = self.stack, self._pop
+        if name in _PUSH_ARG:
+            stack.append(arg)
+        elif name in _PUSH_CONST:
+            stack.append(_PUSH_CONST[name])
+        elif name == "MARK":
+            stack.append(_MARK)
+        elif name in ("GLOBAL", "INST"):
+            module, _, attr = arg.partition(" ")
+            sym = self._global(module, attr)
+            stack.append(sym if name == "GLOBAL" else self._call(sym, tuple(self._pop_mark())))
+        elif name == "STACK_GLOBAL":
+            attr = pop()
+            stack.append(self._global(pop(), attr))
+        elif name in ("EXT1", "EXT2", "EXT4"):
+            stack.append(_Global(f"copyreg.extension_{arg}"))
+        elif name == "REDUCE" or name == "NEWOBJ":
+            args = pop()
+            func = pop()
+            self._check_escape(args if isinstance(args, tuple) else ())
+            stack.append(self._call(func, args))
+        elif name == "NEWOBJ_EX":
+            pop()
+            args = pop()
+            stack.append(self._call(pop(), args))
+        elif name == "OBJ":
+            items = self._pop_mark()
+            stack.append(self._call(items[0], tuple(items[1:])) if items else _OTHER)
+        elif name == "BUILD":
+            self._check_escape((pop(),))
+            if not stack:
+                raise IndexError("BUILD on an empty stack")
+        elif name == "PERSID":
+            stack.append(self._persistent(arg))
+        elif name == "BINPERSID":
+            stack.append(self._persistent(pop()))
+        else:
+            return False
+        return True
+
+    def _container_step(self, name: str, arg: object) -> bool:
+        """The opcodes that make tuples, lists, dicts and sets, fill them, and use the memo;
+        False for any other."""
+        stack, pop = self.stack, self._pop
+        if name == "TUPLE":
+            stack.append(tuple(self._pop_mark()))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            items = tuple(reversed([pop() for _ in range(int(name[-1]))]))
+            self._check_escape(items)
+            stack.append(items)
+        elif name == "EMPTY_TUPLE":
+            stack.append(())
+        elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET", "NEXT_BUFFER"):
+            stack.append(_OTHER)
+        elif name in ("LIST", "DICT", "FROZENSET"):
+            self._pop_mark()
+            stack.append(_OTHER)
+        elif name in ("APPENDS", "SETITEMS", "ADDITEMS", "POP_MARK"):
+            self._pop_mark()
+        elif name == "POP" and stack and stack[-1] is _MARK:
+            stack.pop()
+        elif name in ("APPEND", "SETITEM", "POP"):
+            self._check_escape([pop() for _ in range(2 if name == "SETITEM" else 1)])
+        elif name == "DUP":
+            stack.append(stack[-1])
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            self.memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            self.memo[len(self.memo)] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(self.memo[arg])
+        else:
+            return False
+        return True
 
     def code_refusal(self) -> Refusal | None:
         if not self.code:
