@@ -76,26 +76,34 @@ def main() -> int:
     if not args.no_backends:
         tool_batch = runs[0]["end_to_end"]["batch_size"]
         first = Setting(samples, ensembles[0], scheme, args.crops, device, tool_batch, args.workers)
-        output["resize_backends"] = rb = resize_backends(first, args.repeats)
-        ex, e2e = rb["extract_seconds_per_image"], rb["end_to_end_seconds_per_image"]
-        print(f"resize backends ({args.crops} crops): a loader worker's seconds per image, then the tool end to end")
-        for backend in ex:
-            print(f"  {backend:6s} extract {ex[backend]:.4f} s/image   end to end {e2e[backend]:.3f} s/image")
-        print(
-            f"  pil / tensor: extract x{rb['pil_over_tensor_extract']:.2f}, end to end "
-            f"x{rb['pil_over_tensor_end_to_end']:.2f}"
-        )
+        output["resize_backends"] = resize_backends(first, args.repeats)
+        _print_backends(output["resize_backends"])
     if not args.no_startup:
-        output["startup"] = st = startup(samples, ensembles[0], args.repeats)
-        print(f"import torch, torchvision {st['import_torch_torchvision_s']:6.2f} s")
-        print(f"1-image 1-crop run        {st['one_image_one_crop_run_s']:6.2f} s")
-        for name, t in st["targets"].items():
-            print(f"{name:26s} {st[name]:6.2f} s (target <= {t['at_most']} s: {'met' if t['met'] else 'NOT met'})")
+        output["startup"] = startup(samples, ensembles[0], args.repeats)
+        _print_startup(output["startup"])
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(output, fh, indent=2)
         print(f"wrote {args.out}")
     return 0
+
+
+def _print_backends(rb: dict) -> None:
+    ex, e2e = rb["extract_seconds_per_image"], rb["end_to_end_seconds_per_image"]
+    print(f"resize backends ({rb['crops']} crops): a loader worker's seconds per image, then the tool end to end")
+    for backend in ex:
+        print(f"  {backend:6s} extract {ex[backend]:.4f} s/image   end to end {e2e[backend]:.3f} s/image")
+    print(
+        f"  pil / tensor: extract x{rb['pil_over_tensor_extract']:.2f}, "
+        f"end to end x{rb['pil_over_tensor_end_to_end']:.2f}"
+    )
+
+
+def _print_startup(st: dict) -> None:
+    print(f"import torch, torchvision {st['import_torch_torchvision_s']:6.2f} s")
+    print(f"1-image 1-crop run        {st['one_image_one_crop_run_s']:6.2f} s")
+    for name, t in st["targets"].items():
+        print(f"{name:26s} {st[name]:6.2f} s (target <= {t['at_most']} s: {'met' if t['met'] else 'NOT met'})")
 
 
 def _print(record: dict) -> None:
