@@ -1,6 +1,6 @@
 """Speed of ensemble-eval measured side by side with the models alone (at every candidate batch
 size), the hardware's matrix-multiply ceiling and a naive per-crop evaluation, for ensembles of
-each size given (see ensemble_eval/benchmark.py).
+each size given (see tools/benchmark.py).
 
     python scripts/benchmark.py --data ../shared/data/imagenet-sample --images 6 --models 1 2 --crops 144 \\
         --out bench.json
@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
-from ensemble_eval.benchmark import random_members, resize_backends, run_benchmark, startup
 from ensemble_eval.checkpoints import load_members
 from ensemble_eval.config import DEFAULT_WORKERS, build_config
 from ensemble_eval.data import list_samples
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: tools/ is not installed
+from tools.benchmark import Setting, random_members, resize_backends, run_benchmark, startup  # noqa: E402
 
 
 def _batch_size(text: str) -> int | str:
@@ -55,7 +58,7 @@ def main() -> int:
     ensembles = [load_members(args.checkpoints)] if args.checkpoints else [random_members(n) for n in args.models]
     runs = []
     for members in ensembles:
-        record = run_benchmark(
+        setting = Setting(
             samples,
             members,
             scheme,
@@ -63,44 +66,44 @@ def main() -> int:
             device,
             args.batch_size,
             args.workers,
-            repeats=args.repeats,
-            naive_repeats=args.naive_repeats,
             precision=args.precision,
             compile=args.compile,
         )
+        record = run_benchmark(setting, repeats=args.repeats, naive_repeats=args.naive_repeats)
         runs.append(record)
         _print(record)
     output = {"runs": runs}
     if not args.no_backends:
-        output["resize_backends"] = rb = resize_backends(
-            samples,
-            ensembles[0],
-            scheme,
-            args.crops,
-            device,
-            runs[0]["end_to_end"]["batch_size"],
-            args.workers,
-            args.repeats,
-        )
-        ex, e2e = rb["extract_seconds_per_image"], rb["end_to_end_seconds_per_image"]
-        print(f"resize backends ({args.crops} crops): a loader worker's seconds per image, then the tool end to end")
-        for backend in ex:
-            print(f"  {backend:6s} extract {ex[backend]:.4f} s/image   end to end {e2e[backend]:.3f} s/image")
-        print(
-            f"  pil / tensor: extract x{rb['pil_over_tensor_extract']:.2f}, end to end "
-            f"x{rb['pil_over_tensor_end_to_end']:.2f}"
-        )
+        tool_batch = runs[0]["end_to_end"]["batch_size"]
+        first = Setting(samples, ensembles[0], scheme, args.crops, device, tool_batch, args.workers)
+        output["resize_backends"] = resize_backends(first, args.repeats)
+        _print_backends(output["resize_backends"])
     if not args.no_startup:
-        output["startup"] = st = startup(samples, ensembles[0], args.repeats)
-        print(f"import torch, torchvision {st['import_torch_torchvision_s']:6.2f} s")
-        print(f"1-image 1-crop run        {st['one_image_one_crop_run_s']:6.2f} s")
-        for name, t in st["targets"].items():
-            print(f"{name:26s} {st[name]:6.2f} s (target <= {t['at_most']} s: {'met' if t['met'] else 'NOT met'})")
+        output["startup"] = startup(samples, ensembles[0], args.repeats)
+        _print_startup(output["startup"])
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(output, fh, indent=2)
         print(f"wrote {args.out}")
     return 0
+
+
+def _print_backends(rb: dict) -> None:
+    ex, e2e = rb["extract_seconds_per_image"], rb["end_to_end_seconds_per_image"]
+    print(f"resize backends ({rb['crops']} crops): a loader worker's seconds per image, then the tool end to end")
+    for backend in ex:
+        print(f"  {backend:6s} extract {ex[backend]:.4f} s/image   end to end {e2e[backend]:.3f} s/image")
+    print(
+        f"  pil / tensor: extract x{rb['pil_over_tensor_extract']:.2f}, "
+        f"end to end x{rb['pil_over_tensor_end_to_end']:.2f}"
+    )
+
+
+def _print_startup(st: dict) -> None:
+    print(f"import torch, torchvision {st['import_torch_torchvision_s']:6.2f} s")
+    print(f"1-image 1-crop run        {st['one_image_one_crop_run_s']:6.2f} s")
+    for name, t in st["targets"].items():
+        print(f"{name:26s} {st[name]:6.2f} s (target <= {t['at_most']} s: {'met' if t['met'] else 'NOT met'})")
 
 
 def _print(record: dict) -> None:

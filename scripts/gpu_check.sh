@@ -4,6 +4,7 @@
 # and the projected time of the full protocol (7 members x 144 crops x 50,000 images).
 #
 #   bash scripts/gpu_check.sh                     # uses .venv/bin/python and ../shared/data/imagenet-sample
+#                                                 # (or, where that is absent, the 8 images of samples/eval)
 #   PYTHON=python DATA=/data/imagenet/val IMAGES=64 bash scripts/gpu_check.sh
 #
 # Everything lands in ${OUT:-gpu-check}/ (test log, one JSON per setting, summary.txt).
@@ -11,6 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 DATA=${DATA:-../shared/data/imagenet-sample}
+if [ ! -d "$DATA" ] && [ "$DATA" = ../shared/data/imagenet-sample ]; then  # a fresh clone: the shipped images
+    DATA=samples/eval
+    IMAGES=${IMAGES:-8}
+fi
 IMAGES=${IMAGES:-32}
 OUT=${OUT:-gpu-check}
 

@@ -1,13 +1,14 @@
 """Make input-sensitive demo checkpoints from real images (offline).
 
-    python scripts/make_demo_checkpoints.py --data ../shared/data/imagenet-sample --out ckpts --count 2
-    python scripts/make_demo_checkpoints.py --data ../shared/data/imagenet-sample --out mixed \
-        --arch googlenet resnet18 mobilenet_v3_small --count 3
+    python scripts/make_demo_checkpoints.py --out ckpts --count 2
+    python scripts/make_demo_checkpoints.py --out mixed --arch googlenet resnet18 mobilenet_v3_small --count 3
 
 Writes ckpts/demo_0.pt, demo_1.pt, ...: torchvision state dicts (GoogLeNet by default; with
 --arch, checkpoint i is of architecture i modulo the list) whose final layer is fitted to the
-first --images images of --data (see ensemble_eval/demo.py). No sidecar is written: the
-architecture is recognised from the keys. Even-numbered files are bare state dicts;
+first --images images of --data (see tools/demo.py). By default --data is samples/fit, the 40
+images shipped for fitting; the README's demo evaluates samples/eval, 8 other images of 8 other
+classes, so the demo never reports on images the heads were fitted to. No sidecar is written:
+the architecture is recognised from the keys. Even-numbered files are bare state dicts;
 odd-numbered ones are saved the way DDP training scripts do
 ({"state_dict": {"module.<key>": ...}, "epoch": ...}) to exercise unwrapping.
 """
@@ -21,12 +22,20 @@ from pathlib import Path
 import torch
 
 from ensemble_eval.data import decode_image, list_samples
-from ensemble_eval.demo import make_demo_googlenet, make_demo_model
+
+ROOT = Path(__file__).resolve().parent.parent
+FIT_IMAGES = ROOT / "samples" / "fit"  # shipped with the repository (samples/README.md)
+sys.path.insert(0, str(ROOT))  # the repository root: tools/ is not installed
+from tools.demo import make_demo_googlenet, make_demo_model  # noqa: E402
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="ImageFolder-by-wnid root with real images")
+    p.add_argument(
+        "--data",
+        default=str(FIT_IMAGES),
+        help="ImageFolder-by-wnid root with real images to fit the heads to (default: the shipped samples/fit)",
+    )
     p.add_argument("--out", required=True, help="directory for the checkpoints")
     p.add_argument("--count", type=int, default=2, help="number of checkpoints (different seeds)")
     p.add_argument("--images", type=int, default=64, help="images (sorted order) the heads are fitted to")

@@ -1,5 +1,5 @@
 """bf16 and fp16 autocast against fp32: the ensemble's averaged probabilities, top-1 and top-5
-on real images, at each crop set (see benchmark.precision_agreement).
+on real images, at each crop set (see tools/benchmark.py, precision_agreement).
 
     python scripts/make_demo_checkpoints.py --data ../shared/data/imagenet-sample --out ckpts --count 2
     python scripts/precision_agreement.py --data ../shared/data/imagenet-sample --checkpoints ckpts/*.pt \\
@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
-from ensemble_eval.benchmark import precision_agreement
 from ensemble_eval.checkpoints import load_members
 from ensemble_eval.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, build_config
 from ensemble_eval.data import list_samples
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: tools/ is not installed
+from tools.benchmark import Setting, precision_agreement  # noqa: E402
 
 
 def _set(text: str) -> tuple[str, int]:
@@ -54,7 +57,8 @@ def main() -> int:
     samples = list_samples(args.data)
     members = load_members(args.checkpoints)
     batch = args.batch_size or DEFAULT_BATCH_SIZE[device.type]
-    rows = precision_agreement(samples, members, scheme, dict(args.sets), device, batch, args.workers, args.precisions)
+    setting = Setting(samples, members, scheme, "", device, batch, args.workers)
+    rows = precision_agreement(setting, dict(args.sets), args.precisions)
     print(f"{len(members)} members ({', '.join(m.name for m in members)}) on {device}")
     head = ["precision", "crops", "images", "max abs diff", "top-1 changed", "top-5 changed"]
     head += ["top-1 err fp32 ->", "top-5 err fp32 ->", "time vs fp32"]

@@ -12,7 +12,7 @@ import pytest
 from conftest import DATA, save_checkpoint
 
 from ensemble_eval.cli import main
-from ensemble_eval.demo import make_demo_googlenet
+from tools.demo import make_demo_googlenet
 
 QUICK = str(Path(__file__).parent.parent / "ensemble_eval" / "presets" / "quick-72px.yaml")
 COMMON = ["--data", str(DATA), "--config", QUICK, "--no-progress", "--workers", "0"]

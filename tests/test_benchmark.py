@@ -39,7 +39,6 @@ def test_benchmark_script_on_a_tiny_setting(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     output = json.loads(out.read_text())
@@ -74,8 +73,8 @@ def test_benchmark_script_on_a_tiny_setting(tmp_path):
 def test_protocol_costs_count_views_and_pixels(samples):
     import torch
 
-    from ensemble_eval.benchmark import protocol_costs, random_members, view_pixels
     from ensemble_eval.config import build_config
+    from tools.benchmark import protocol_costs, random_members, view_pixels
 
     dense = build_config(str(ROOT / "ensemble_eval" / "presets" / "resnet-dense.yaml"), {}).protocol
     spotlight = [s for s in samples if s.rel_path.startswith("n04286575")]  # 320x240
@@ -92,14 +91,15 @@ def test_protocol_costs_count_views_and_pixels(samples):
 def test_precision_agreement_rows(samples, demo_models):
     import torch
 
-    from ensemble_eval.benchmark import precision_agreement
     from ensemble_eval.checkpoints import Convention, Member
     from ensemble_eval.config import build_config
     from ensemble_eval.models import ArchSpec
+    from tools.benchmark import Setting, precision_agreement
 
     quick = build_config(str(ROOT / "ensemble_eval" / "presets" / "quick-72px.yaml"), {}).protocol
     members = [Member("m", "", ArchSpec("torchvision-googlenet", 1000, False), demo_models[1], Convention())]
-    rows = precision_agreement(samples[:3], members, quick, {"1": 3, "10": 2}, torch.device("cpu"), 16, 0, ("bf16",))
+    setting = Setting(samples[:3], members, quick, "", torch.device("cpu"), 16, 0)
+    rows = precision_agreement(setting, {"1": 3, "10": 2}, ("bf16",))
     assert [(r["precision"], r["crop_set"], r["images"]) for r in rows] == [("bf16", "1", 3), ("bf16", "10", 2)]
     for r in rows:
         assert 0 < r["max_abs_diff"] < 0.2  # bf16 moves the probabilities, a little
@@ -115,7 +115,6 @@ def test_gpu_check_refuses_in_one_line_without_cuda():
         env={**os.environ, "PYTHON": sys.executable},
         capture_output=True,
         text=True,
-        timeout=120,
     )
     assert proc.returncode != 0
     assert proc.stderr.strip() == "gpu_check.sh: no CUDA GPU is visible; run it on a CUDA machine"

@@ -26,7 +26,7 @@ QUICK = str(Path(__file__).parent.parent / "ensemble_eval" / "presets" / "quick-
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the installed console script as a user would."""
     exe = shutil.which("ensemble-eval") or str(Path(sys.executable).parent / "ensemble-eval")
-    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

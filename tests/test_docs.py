@@ -17,6 +17,7 @@ ROOT = Path(__file__).parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FLAG = re.compile(r"(?<![\w/-])--[a-z][a-z0-9-]*(?:_[a-z0-9_]+)?")
 OTHER_TOOLS = {"--nproc_per_node", "--nnodes", "--rdzv_backend", "--rdzv_endpoint", "--no-python", "--master_port"}
+OTHER_TOOLS |= {"--index-url"}  # pip
 NOT_FLAGS = {"--model"}  # named to say it is not taken for --models
 
 

@@ -38,7 +38,6 @@ def test_the_bar_moves_after_every_image_at_144_crops(tmp_path, demo_ckpts):
         capture_output=True,
         text=True,
         env=ENV,
-        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     frames = re.split(r"[\r\n]", proc.stderr)
@@ -77,7 +76,7 @@ def test_kill_9_then_damaged_chunks_are_named_and_recomputed(tmp_path, demo_ckpt
     flipped.write_bytes(bytes(data))
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     resumed = _run([*base, "--out", str(out), "--resume"])
-    stdout, stderr = resumed.communicate(timeout=300)
+    stdout, stderr = resumed.communicate()
     assert resumed.returncode == 0, stderr
     assert "Traceback" not in stderr
     named = [line for line in stderr.splitlines() if "is damaged" in line]
@@ -123,17 +122,14 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path, 
     args = ["--models", str(demo_ckpts[0]), "--data", str(DATA), "--limit", "4", "--crops", "144"]
     args += ["--workers", "0", "--no-progress", "--save-every", "1", "--out", str(out)]
     first = _run(args)
-    deadline = time.time() + 120
-    while _chunks(out) < 1 and time.time() < deadline and first.poll() is None:
+    while _chunks(out) < 1 and first.poll() is None:
         time.sleep(0.05)
     assert first.poll() is None, "the first run ended before the test could start a second one"
     for extra in (["--resume"], ["--overwrite"], []):
-        start = time.time()
-        assert main([*args, *extra]) == 2
+        assert main([*args, *extra]) == 2  # refused at once: a waiting run would end 0 once the first is done
         err = capsys.readouterr().err
-        assert time.time() - start < 10
         assert err.count("\n") == 1 and f"in use by another ensemble-eval run (pid {first.pid})" in err, err
-    _, stderr = first.communicate(timeout=300)
+    _, stderr = first.communicate()
     assert first.returncode == 0, stderr
     assert json.loads((out / "summary.json").read_text())["num_images"] == 4
     RunLock(out).acquire().release()  # released by the finished run (the file itself stays)

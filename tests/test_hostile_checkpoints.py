@@ -304,9 +304,7 @@ def _validate_in_child(args: list[str], env: dict | None = None, cwd: Path | Non
         "print('RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
         "sys.exit(p.returncode)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", wrapper, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-c", wrapper, *args], capture_output=True, text=True, env=env, cwd=cwd)
     rss_line = proc.stdout.strip().splitlines()[-1]
     assert rss_line.startswith("RSS_KB"), proc.stdout + proc.stderr
     return proc, int(rss_line.split()[1]) * 1024

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import re
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -73,7 +72,6 @@ def test_schemes_past_their_bounds_are_one_line(protocol, match):
 
 def test_a_huge_grid_is_refused_at_once_without_allocating():
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         for grid in (100000, 10**9):
             with pytest.raises(SchemeError, match="grid"):
@@ -83,7 +81,7 @@ def test_a_huge_grid_is_refused_at_once_without_allocating():
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 0.5 and peak < 256 * 1024, (time.perf_counter() - start, peak)
+    assert peak < 256 * 1024, peak  # refused before anything grid-sized is allocated (no wall-clock bound)
 
 
 def test_bounds_hold_in_code_too():
@@ -167,11 +165,10 @@ def test_hostile_config_files_are_one_line(tmp_path, capsys, name):
     content, match = HOSTILE_FILES[name]
     path = tmp_path / f"{name}.yaml"
     path.write_bytes(content)
-    start = time.perf_counter()
     with pytest.raises(ConfigError, match=match):
         build_config(str(path), {})
     err = _one_line_exit_2(capsys, _cli(path))
-    assert len(err) < 1200 and time.perf_counter() - start < 10
+    assert len(err) < 1200
 
 
 def test_a_small_legitimate_alias_is_fine(tmp_path):
@@ -231,9 +228,7 @@ def test_a_batch_cache_that_is_not_a_regular_file_is_no_cache(cache_dir, capsys,
     else:
         os.mkfifo(cache_dir / "fifo")
         path.symlink_to(cache_dir / "fifo")
-    start = time.perf_counter()
-    assert autobatch.read_cache() == {} and autobatch.read_cache() == {}
-    assert time.perf_counter() - start < 1
+    assert autobatch.read_cache() == {} and autobatch.read_cache() == {}  # a FIFO read would trip `deadline`
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "warning: ignoring the batch-size cache" in err and "not a regular file" in err
     choice = autobatch.Choice(8, "timed", 60.0, {4: 50.0, 8: 60.0})
@@ -302,8 +297,7 @@ def test_choose_times_again_rather_than_use_an_absurd_size(cache_dir):
 def test_a_signature_cache_that_is_not_a_regular_file_or_is_unsound_is_no_cache(cache_dir, capsys, deadline):
     path = signatures._cache_file()
     os.mkfifo(path)
-    start = time.perf_counter()
-    assert signatures._read_cache(path) is None and time.perf_counter() - start < 1
+    assert signatures._read_cache(path) is None  # a FIFO read would trip `deadline`
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ignoring the signature cache" in err and "FIFO" in err
     path.unlink()
@@ -337,9 +331,7 @@ def test_a_checkpoint_sidecar_is_read_with_the_same_bounds(tmp_path, name):
         os.mkfifo(sidecar)
     else:
         sidecar.write_bytes(HOSTILE_FILES[name][0])
-    start = time.perf_counter()
     ins = inspect_checkpoint(str(ckpt))
-    assert time.perf_counter() - start < 30
     if name == "fifo":  # not a regular file: no sidecar is read (and nothing hangs)
         assert ins.convention.source == "default"
         return

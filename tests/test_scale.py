@@ -110,8 +110,7 @@ def _chunks(out: Path) -> int:
 def _kill_after(args, out: Path, chunks: int) -> bool:
     """Start a run, SIGKILL it once `chunks` progress chunks exist (-1: once the manifest exists)."""
     proc = _run(args)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
+    while proc.poll() is None:
         if (chunks < 0 and (out / "progress" / "manifest.json").exists()) or (chunks >= 0 and _chunks(out) >= chunks):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -146,7 +145,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, demo_ckpts, ca
         assert _kill_after([*base, "--out", str(out)], out, point), "the run finished before it could be killed"
         assert not (out / "summary.json").exists()
         resumed = _run([*base, "--out", str(out), "--resume"])
-        stdout, stderr = resumed.communicate(timeout=300)
+        stdout, stderr = resumed.communicate()
         assert resumed.returncode == 0, stderr
         if point >= 1:
             assert "already done" in stderr
@@ -255,9 +254,7 @@ def test_torchrun_two_processes_equal_one(tmp_path, demo_ckpts):
         "-m",
         "ensemble_eval",
     ]
-    proc = subprocess.run(
-        [*torchrun, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=ENV, timeout=300
-    )
+    proc = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("Table 3 reproduction") == 1  # rank 0 alone prints and writes
     one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
@@ -315,7 +312,6 @@ def test_memory_stays_flat_with_more_images(tmp_path):
             ],
             capture_output=True,
             text=True,
-            timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         peaks[n] = int(proc.stderr.split("MAXRSS")[1].split()[0])  # KiB

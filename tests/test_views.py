@@ -29,12 +29,12 @@ from torchvision.transforms import v2
 from ensemble_eval.checkpoints import Member, _torchvision_convention, timm_convention
 from ensemble_eval.crops import CropScheme, SchemeError, extract_crops
 from ensemble_eval.data import list_samples
-from ensemble_eval.demo import fit_demo_head
 from ensemble_eval.engine import evaluate
 from ensemble_eval.ensemble import Plan
 from ensemble_eval.execution import Execution
 from ensemble_eval.models import ArchSpec
 from ensemble_eval.views import Geometries, member_geometries, one_crop_scheme, resolve_view
+from tools.demo import fit_demo_head
 
 PAPER = CropScheme()
 NUM = 4  # images per library check
@@ -210,7 +210,7 @@ def test_pil_backend_full_and_flip_image_are_pil_resized(images):
 def test_mixed_resolution_ensemble_equals_a_per_member_reference(tmp_path, samples, images, capsys):
     """A 224 member (bicubic, resize 232) and a 299 TorchScript program (resize 342) at 10 crops."""
     from ensemble_eval.checkpoints import load_members
-    from ensemble_eval.demo import make_demo_model
+    from tools.demo import make_demo_model
 
     picked, pictures = samples[:2], images[:2]
     targets = [s.target for s in samples]

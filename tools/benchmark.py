@@ -11,22 +11,44 @@ two versions can be compared file to file.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .checkpoints import Convention, Member
-from .crops import CropScheme
-from .engine import evaluate
-from .ensemble import _forward, place_members
-from .models import ArchSpec
-from .views import Geometries
+from ensemble_eval.checkpoints import Convention, Member
+from ensemble_eval.crops import CropScheme
+from ensemble_eval.engine import evaluate
+from ensemble_eval.ensemble import PRECISIONS, Runner, place_members
+from ensemble_eval.models import ArchSpec
+from ensemble_eval.views import Geometries
 
 FULL_PROTOCOL_CROPS = 7 * 144 * 50_000  # the paper's evaluation: 7 members x 144 crops x ImageNet val
 TARGETS = {"e2e_over_model": 0.92, "e2e_over_naive": 2.2, "model_over_ceiling": 0.55}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One evaluation to time: the images, the ensemble, the crop set, and the tool's settings."""
+
+    samples: list
+    members: list[Member]
+    scheme: CropScheme
+    crop_set: str
+    device: torch.device
+    batch_size: int | str = "auto"  # crops per forward pass; "auto" only where run_benchmark chooses
+    workers: int = 0
+    channels_last: bool = True
+    precision: str = "fp32"
+    compile: bool = False
+    backend: str = "tensor"  # the resize backend (tensor or pil)
+
+    def but(self, **changes) -> Setting:
+        return dataclasses.replace(self, **changes)
 
 
 def _median_time(fn, repeats: int, pick=statistics.median) -> float:
@@ -44,6 +66,13 @@ def _median_time(fn, repeats: int, pick=statistics.median) -> float:
 def _sync() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
+
+
+def _logits(runner: Runner, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """One member's forward pass under `precision`'s autocast, as the tool runs it."""
+    dtype = PRECISIONS[precision]
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        return runner.logits(x).float()
 
 
 def matmul_ceiling(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 4096, repeats: int = 5) -> float:
@@ -64,53 +93,34 @@ def flops_per_crop(model: torch.nn.Module, crop_size: int) -> float:
     return float(counter.get_total_flops())
 
 
-def pure_model(
-    members: list[Member],
-    device: torch.device,
-    batch_size: int,
-    crop_size: int,
-    channels_last: bool,
-    repeats: int,
-    best: bool = False,
-    precision: str = "fp32",
-) -> float:
+def pure_model(setting: Setting, batch_size: int, repeats: int, best: bool = False) -> float:
     """Crop evaluations per second (crops x members) of the members alone, on ready-made crops
-    (the median step; `best`: the fastest), eager, under `precision`'s autocast."""
-    runners = place_members(members, device, channels_last)
-    x = torch.rand(batch_size, 3, crop_size, crop_size, device=device)
-    if channels_last:
+    (the median step; `best`: the fastest), eager, under the setting's precision's autocast."""
+    runners = place_members(setting.members, setting.device, setting.channels_last)
+    size = setting.scheme.crop_size
+    x = torch.rand(batch_size, 3, size, size, device=setting.device)
+    if setting.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def step():
         for r in runners:
-            torch.softmax(_forward(r, x, precision), dim=1)
+            torch.softmax(_logits(r, x, setting.precision), dim=1)
 
-    return batch_size * len(members) / _median_time(step, repeats, min if best else statistics.median)
+    return batch_size * len(setting.members) / _median_time(step, repeats, min if best else statistics.median)
 
 
-def model_batches(
-    members: list[Member],
-    device: torch.device,
-    candidates,
-    crop_size: int,
-    channels_last: bool,
-    repeats: int,
-    precision: str = "fp32",
-) -> dict[int, float]:
+def model_batches(setting: Setting, candidates, repeats: int) -> dict[int, float]:
     """The members alone at every candidate batch size: {batch: crops/s (crops x members)},
     each the best of `repeats` timed steps (the least disturbed, as for the tool)."""
-    return {
-        b: pure_model(members, device, b, crop_size, channels_last, repeats, best=True, precision=precision)
-        for b in candidates
-    }
+    return {b: pure_model(setting, b, repeats, best=True) for b in candidates}
 
 
 def view_pixels(samples, scheme: CropScheme, crop_set: str, unit: int = 224) -> float:
     """Mean pixels per image that crop set `crop_set` feeds each member, in `unit` x `unit` crops."""
     from PIL import Image
 
-    from .crops import plan_crops
+    from ensemble_eval.crops import plan_crops
 
     total = 0
     for sample in samples:
@@ -120,44 +130,37 @@ def view_pixels(samples, scheme: CropScheme, crop_set: str, unit: int = 224) -> 
     return total / len(samples) / unit**2
 
 
-def per_image_seconds(
-    samples,
-    members,
-    scheme: CropScheme,
-    crop_set: str,
-    device,
-    batch_size: int,
-    workers: int,
-    channels_last: bool = True,
-    repeats: int = 2,
-    precision: str = "fp32",
-    compile: bool = False,
-    backend: str = "tensor",
-) -> float:
-    """Steady-state seconds per image of the tool's evaluation loop for one crop set: the
-    difference of a run over all `samples` and one over the first half, so start-up (loader
-    workers, first forward passes; with `compile`, compiling) cancels; each the fastest of `repeats` runs.
-    `backend`: the resize backend (tensor or pil)."""
+def _evaluate(setting: Setting, samples=None):
+    """The tool's in-memory evaluation of `setting` (over `samples` when given), no progress bar."""
+    geometries = Geometries.single(setting.scheme, len(setting.members), setting.backend)
+    return evaluate(
+        setting.samples if samples is None else samples,
+        setting.members,
+        setting.scheme,
+        [setting.crop_set],
+        setting.crop_set,
+        setting.device,
+        setting.batch_size,
+        setting.workers,
+        setting.channels_last,
+        False,
+        precision=setting.precision,
+        compile=setting.compile,
+        geometries=geometries,
+    )
+
+
+def per_image_seconds(setting: Setting, repeats: int = 2) -> float:
+    """Steady-state seconds per image of the tool's evaluation loop for the setting's crop set:
+    the difference of a run over all its samples and one over the first half, so start-up
+    (loader workers, first forward passes; with `compile`, compiling) cancels; each the fastest
+    of `repeats` runs. The setting's batch size must be a number."""
+    samples = setting.samples
     half = max(1, len(samples) // 2)
-    geometries = Geometries.single(scheme, len(members), backend)
 
     def seconds(subset) -> float:
         start = time.perf_counter()
-        evaluate(
-            subset,
-            members,
-            scheme,
-            [crop_set],
-            crop_set,
-            device,
-            batch_size,
-            workers,
-            channels_last,
-            False,
-            precision=precision,
-            compile=compile,
-            geometries=geometries,
-        )
+        _evaluate(setting, subset)
         _sync()
         return time.perf_counter() - start
 
@@ -170,7 +173,7 @@ def per_image_seconds(
 def extraction_seconds(samples, scheme: CropScheme, crop_set: str, backend: str, repeats: int = 3) -> float:
     """Seconds per image of a loader worker's work (read, decode, resize, crop, flip) with the
     resize `backend`, in this process: the fastest of `repeats` passes over `samples`."""
-    from .data import CropDataset
+    from ensemble_eval.data import CropDataset
 
     dataset = CropDataset(samples, scheme, scheme.set_indices(crop_set), backend)
     best = math.inf
@@ -182,27 +185,19 @@ def extraction_seconds(samples, scheme: CropScheme, crop_set: str, backend: str,
     return best / len(samples)
 
 
-def resize_backends(
-    samples, members, scheme: CropScheme, crop_set: str, device, batch_size: int, workers: int, repeats: int = 3
-) -> dict:
+def resize_backends(setting: Setting, repeats: int = 3) -> dict:
     """The cost of `--resize-backend pil` against the tensor resize, side by side: a loader
     worker's seconds per image (in one process, interleaved passes) and the tool's steady
-    state end to end (with `workers` loader processes)."""
+    state end to end (with the setting's loader processes)."""
+    samples, scheme, crop_set = setting.samples, setting.scheme, setting.crop_set
     extract: dict[str, float] = {"tensor": math.inf, "pil": math.inf}
     for _ in range(repeats):  # interleaved, each backend keeping its least disturbed pass
         for backend in extract:
             extract[backend] = min(extract[backend], extraction_seconds(samples, scheme, crop_set, backend, 1))
     e2e = {
         backend: per_image_seconds(
-            samples,
-            members,
-            scheme,
-            crop_set,
-            device,
-            batch_size,
-            workers,
+            setting.but(channels_last=True, precision="fp32", compile=False, backend=backend),
             repeats=max(2, repeats - 1),
-            backend=backend,
         )
         for backend in extract
     }
@@ -226,7 +221,7 @@ def protocol_costs(samples, members, protocols, device, batch_size: int, workers
     for name, scheme, crop_set in protocols:
         pixels = view_pixels(samples[:images], scheme, crop_set)
         n = min(len(samples), max(images, math.ceil(images * 144 / pixels)))
-        secs = per_image_seconds(samples[:n], members, scheme, crop_set, device, batch_size, workers)
+        setting = Setting(samples[:n], members, scheme, crop_set, device, batch_size, workers)
         rows.append(
             {
                 "protocol": name,
@@ -234,7 +229,7 @@ def protocol_costs(samples, members, protocols, device, batch_size: int, workers
                 "views": len(scheme.set_indices(crop_set)),
                 "crops_224_equivalent": pixels,
                 "images": n,
-                "seconds_per_image": secs,
+                "seconds_per_image": per_image_seconds(setting),
             }
         )
     for row in rows:
@@ -249,7 +244,7 @@ def naive(samples, members, scheme: CropScheme, crop_set: str, device, repeats: 
     from torchvision import transforms as T
     from torchvision.transforms import functional as F
 
-    from .crops import plan_crops
+    from ensemble_eval.crops import plan_crops
 
     indices = scheme.set_indices(crop_set)
     models = [(m.model.to(device).to(memory_format=torch.contiguous_format), m.mean, m.std) for m in members]
@@ -366,7 +361,7 @@ def startup(samples, members, repeats: int) -> dict:
 
 def machine_info(device: torch.device) -> dict:
     """The benchmark's record of the machine: environment.environment's facts, flattened."""
-    from .environment import environment
+    from ensemble_eval.environment import environment
 
     env = environment(device)
     info = {k: env[k] for k in ("cpu", "cpu_cores", "torch_threads", "python", "device")}
@@ -376,174 +371,172 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
-def run_benchmark(
-    samples,
-    members,
-    scheme: CropScheme,
-    crop_set: str,
-    device: torch.device,
-    batch_size: int | str,
-    workers: int,
-    channels_last: bool = True,
-    repeats: int = 3,
-    naive_repeats: int = 1,
-    precision: str = "fp32",
-    compile: bool = False,
-) -> dict:
-    """All measurements and their ratios for one ensemble, as one record (see the module docstring).
+def _models_alone(setting: Setting, repeats: int) -> dict:
+    """The members alone at every candidate batch size of `--batch-size auto`, counted at their best."""
+    from ensemble_eval.autobatch import CANDIDATES
 
-    The members alone run at every candidate batch size of `--batch-size auto` and count at
-    their best; the tool runs at `batch_size`, where "auto" is its own choice, timed afresh
-    (autobatch.choose, cache unused). `precision` applies to both, `compile` to the tool
-    (the models alone run eager). The projection is the paper's full protocol
-    (FULL_PROTOCOL_CROPS forward passes) at the tool's rate."""
-    from .autobatch import CANDIDATES, choose
-    from .config import default_batch_size
-
-    ceiling = {"fp32": matmul_ceiling(device, torch.float32, repeats=repeats)}
-    if device.type == "cuda":
-        ceiling["bf16"] = matmul_ceiling(device, torch.bfloat16, repeats=repeats)
-    flops = flops_per_crop(members[0].model.to(device), scheme.crop_size)
-    candidates = CANDIDATES.get(device.type, CANDIDATES["cpu"])
-    batches = model_batches(members, device, candidates, scheme.crop_size, channels_last, repeats, precision)
+    flops = flops_per_crop(setting.members[0].model.to(setting.device), setting.scheme.crop_size)
+    candidates = CANDIDATES.get(setting.device.type, CANDIDATES["cpu"])
+    batches = model_batches(setting, candidates, repeats)
     best = max(batches, key=batches.get)
-    indices = scheme.set_indices(crop_set)
+    return {
+        "batches": {str(b): r for b, r in batches.items()},
+        "best_batch": best,
+        "crops_per_s": batches[best],
+        "gflops": batches[best] * flops / 1e9,
+        "gflop_per_crop": flops / 1e9,
+    }
+
+
+def _end_to_end(setting: Setting, repeats: int) -> dict:
+    """The tool at the setting's batch size ("auto": its own choice, timed afresh with the cache
+    unused), in steady state: the difference of two run lengths, so start-up cancels."""
+    from ensemble_eval.autobatch import choose
+    from ensemble_eval.config import default_batch_size
+
+    s = setting
+    indices = s.scheme.set_indices(s.crop_set)
     choice = choose(
-        batch_size,
-        members,
-        samples,
-        scheme,
+        s.batch_size,
+        s.members,
+        s.samples,
+        s.scheme,
         indices,
-        device,
-        channels_last,
-        precision,
-        default_batch_size(device.type),
+        s.device,
+        s.channels_last,
+        s.precision,
+        default_batch_size(s.device.type),
         min_timed_run=0,
         use_cache=False,
     )
-    secs = per_image_seconds(  # steady state: the difference of two run lengths, start-up cancels
-        samples,
-        members,
-        scheme,
-        crop_set,
-        device,
-        choice.batch_size,
-        workers,
-        channels_last,
-        max(2, repeats - 1),
-        precision,
-        compile,
-    )
-    tool = {"seconds_per_image": secs, "crops_per_s": len(indices) * len(members) / secs}
-    naive_rate = naive(samples, members, scheme, crop_set, device, naive_repeats)
-    record = {
-        "machine": machine_info(device),
-        "settings": {
-            "images": len(samples),
-            "models": len(members),
-            "crops": crop_set,
-            "crops_per_image": len(indices),
-            "crop_size": scheme.crop_size,
-            "batch_size": batch_size,
-            "workers": workers,
-            "channels_last": channels_last,
-            "precision": precision,
-            "compile": compile,
-            "repeats": repeats,
-        },
-        "ceiling_gflops": ceiling,
-        "model": {
-            "batches": {str(b): r for b, r in batches.items()},
-            "best_batch": best,
-            "crops_per_s": batches[best],
-            "gflops": batches[best] * flops / 1e9,
-            "gflop_per_crop": flops / 1e9,
-        },
-        "end_to_end": tool
-        | {"batch_size": choice.batch_size, "choice": choice.to_dict(), "gflops": tool["crops_per_s"] * flops / 1e9},
-        "naive": {"crops_per_s": naive_rate},
+    secs = per_image_seconds(s.but(batch_size=choice.batch_size), max(2, repeats - 1))
+    rate = len(indices) * len(s.members) / secs
+    return {"seconds_per_image": secs, "crops_per_s": rate, "batch_size": choice.batch_size, "choice": choice.to_dict()}
+
+
+def _settings_record(setting: Setting, repeats: int) -> dict:
+    s = setting
+    return {
+        "images": len(s.samples),
+        "models": len(s.members),
+        "crops": s.crop_set,
+        "crops_per_image": len(s.scheme.set_indices(s.crop_set)),
+        "crop_size": s.scheme.crop_size,
+        "batch_size": s.batch_size,
+        "workers": s.workers,
+        "channels_last": s.channels_last,
+        "precision": s.precision,
+        "compile": s.compile,
+        "repeats": repeats,
     }
-    e2e_rate = tool["crops_per_s"]
-    record["projection"] = {  # crops x members per second: one member's crops/s, as if it ran alone
-        "full_protocol_forward_passes": FULL_PROTOCOL_CROPS,
-        "full_protocol_hours": FULL_PROTOCOL_CROPS / e2e_rate / 3600,
-    }
-    if len(indices) == 1:
-        ref = reference_one_crop(samples, members, device, default_batch_size(device.type), workers, repeats)
-        record["reference_1crop"] = {"crops_per_s": ref}
+
+
+def _ratios_and_targets(record: dict) -> None:
+    """The record's ratios, and the issue's targets: multi-crop runs against the models alone at
+    their best batch and the naive way; a 1-crop run against the torchvision reference-style
+    evaluation; the models against the hardware in both cases."""
+    e2e_rate = record["end_to_end"]["crops_per_s"]
     ratios = {
-        "e2e_over_model": e2e_rate / batches[best],
-        "e2e_over_naive": e2e_rate / naive_rate,
-        "model_over_ceiling": record["model"]["gflops"] / ceiling["fp32"],
+        "e2e_over_model": e2e_rate / record["model"]["crops_per_s"],
+        "e2e_over_naive": e2e_rate / record["naive"]["crops_per_s"],
+        "model_over_ceiling": record["model"]["gflops"] / record["ceiling_gflops"]["fp32"],
     }
     if "reference_1crop" in record:
         ratios["e2e_over_reference_1crop"] = e2e_rate / record["reference_1crop"]["crops_per_s"]
     record["ratios"] = ratios
-    # The issue's targets: multi-crop runs against the models alone at their best batch and
-    # the naive way; a 1-crop run against the torchvision reference-style evaluation; the
-    # models against the hardware in both cases.
     wanted = {"model_over_ceiling": TARGETS["model_over_ceiling"]}
     if "e2e_over_reference_1crop" in ratios:
         wanted["e2e_over_reference_1crop"] = 1.0
     else:
         wanted.update({k: TARGETS[k] for k in ("e2e_over_model", "e2e_over_naive")})
     record["targets"] = {k: {"target": v, "met": ratios[k] >= v} for k, v in wanted.items()}
+
+
+def run_benchmark(setting: Setting, repeats: int = 3, naive_repeats: int = 1) -> dict:
+    """All measurements and their ratios for one ensemble, as one record (see the module docstring).
+
+    The members alone run at every candidate batch size of `--batch-size auto` and count at
+    their best; the tool runs at the setting's batch size, where "auto" is its own choice, timed
+    afresh (autobatch.choose, cache unused). The precision applies to both, `compile` to the
+    tool (the models alone run eager). The projection is the paper's full protocol
+    (FULL_PROTOCOL_CROPS forward passes) at the tool's rate."""
+    from ensemble_eval.config import default_batch_size
+
+    s = setting
+    ceiling = {"fp32": matmul_ceiling(s.device, torch.float32, repeats=repeats)}
+    if s.device.type == "cuda":
+        ceiling["bf16"] = matmul_ceiling(s.device, torch.bfloat16, repeats=repeats)
+    model = _models_alone(s, repeats)
+    tool = _end_to_end(s, repeats)
+    tool["gflops"] = tool["crops_per_s"] * model["gflop_per_crop"]
+    record = {
+        "machine": machine_info(s.device),
+        "settings": _settings_record(s, repeats),
+        "ceiling_gflops": ceiling,
+        "model": model,
+        "end_to_end": tool,
+        "naive": {"crops_per_s": naive(s.samples, s.members, s.scheme, s.crop_set, s.device, naive_repeats)},
+    }
+    record["projection"] = {  # crops x members per second: one member's crops/s, as if it ran alone
+        "full_protocol_forward_passes": FULL_PROTOCOL_CROPS,
+        "full_protocol_hours": FULL_PROTOCOL_CROPS / tool["crops_per_s"] / 3600,
+    }
+    if len(s.scheme.set_indices(s.crop_set)) == 1:
+        ref = reference_one_crop(s.samples, s.members, s.device, default_batch_size(s.device.type), s.workers, repeats)
+        record["reference_1crop"] = {"crops_per_s": ref}
+    _ratios_and_targets(record)
     return record
 
 
-def precision_agreement(
-    samples,
-    members,
-    scheme: CropScheme,
-    sets: dict[str, int],
-    device,
-    batch_size: int,
-    workers: int,
-    precisions=("bf16", "fp16"),
-) -> list[dict]:
+def precision_agreement(setting: Setting, sets: dict[str, int], precisions=("bf16", "fp16")) -> list[dict]:
     """How far bf16/fp16 autocast moves the ensemble's averaged probabilities from fp32.
 
-    sets: {crop set: number of images (the first ones) to evaluate it on}. Per precision and
-    set: the largest absolute difference of any averaged probability, the images whose top-1
-    class or top-5 set of classes changed, both precisions' top-1/top-5 errors, and the
-    seconds each took on this device."""
+    sets: {crop set: number of images (the first of the setting's) to evaluate it on}; the
+    setting's own crop set and precision are not used. Per precision and set: the largest
+    absolute difference of any averaged probability, the images whose top-1 class or top-5 set
+    of classes changed, both precisions' top-1/top-5 errors, and the seconds each took on this
+    device."""
     rows = []
     for crop_set, n in sets.items():
-        subset = samples[:n]
-
-        args = (subset, members, scheme, crop_set, device, batch_size, workers)
-        base, base_s = _timed_evaluation(*args, "fp32")
+        at = setting.but(samples=setting.samples[:n], crop_set=crop_set)
+        base, base_s = _timed_evaluation(at.but(precision="fp32"))
         ref = torch.from_numpy(base.probs)
         ref_top5 = ref.topk(5, dim=1).indices.sort(dim=1).values
         for precision in precisions:
-            result, secs = _timed_evaluation(*args, precision)
+            result, secs = _timed_evaluation(at.but(precision=precision))
             probs = torch.from_numpy(result.probs)
             top5 = probs.topk(5, dim=1).indices.sort(dim=1).values
+            errors = base.tally.ensemble[crop_set], result.tally.ensemble[crop_set]
             rows.append(
                 {
                     "precision": precision,
                     "crop_set": crop_set,
-                    "images": len(subset),
+                    "images": len(at.samples),
                     "max_abs_diff": float((probs - ref).abs().max()),
                     "top1_changed": int((probs.argmax(1) != ref.argmax(1)).sum()),
                     "top5_changed": int((top5 != ref_top5).any(dim=1).sum()),
-                    "top1_err": {
-                        "fp32": base.tally.ensemble[crop_set].top1_err,
-                        precision: result.tally.ensemble[crop_set].top1_err,
-                    },
-                    "top5_err": {
-                        "fp32": base.tally.ensemble[crop_set].top5_err,
-                        precision: result.tally.ensemble[crop_set].top5_err,
-                    },
+                    "top1_err": {"fp32": errors[0].top1_err, precision: errors[1].top1_err},
+                    "top5_err": {"fp32": errors[0].top5_err, precision: errors[1].top5_err},
                     "seconds": {"fp32": base_s, precision: secs},
                 }
             )
     return rows
 
 
-def _timed_evaluation(samples, members, scheme, crop_set, device, batch_size, workers, precision: str):
+def _timed_evaluation(setting: Setting):
+    """The tool's evaluation of `setting` (on the scheme as it is, channels-last) and its seconds."""
     start = time.perf_counter()
     result = evaluate(
-        samples, members, scheme, [crop_set], crop_set, device, batch_size, workers, True, False, precision=precision
+        setting.samples,
+        setting.members,
+        setting.scheme,
+        [setting.crop_set],
+        setting.crop_set,
+        setting.device,
+        setting.batch_size,
+        setting.workers,
+        True,
+        False,
+        precision=setting.precision,
     )
     return result, time.perf_counter() - start
