@@ -154,7 +154,7 @@ def member_logits(
         logits: list[list[torch.Tensor]] = [[] for _ in runners]
         for x in chunks:
             for i, r in enumerate(runners):
-                logits[i].append(_forward(r, x, precision))
+                logits[i].append(forward(r, x, precision))
         return torch.stack([torch.cat(per_member).view(b, k, -1) for per_member in logits])
     b, k = crops.num_images, crops.per_image
     out = None
@@ -164,7 +164,7 @@ def member_logits(
         for start, x in zip(range(0, len(views), per_pass), _chunks(views, per_pass, channels_last)):
             rows = where[start : start + per_pass].to(views.device)
             for i, r in enumerate(runners):
-                y = _forward(r, x, precision)
+                y = forward(r, x, precision)
                 if out is None:
                     out = torch.empty((len(runners), b * k, y.shape[-1]), dtype=torch.float32, device=y.device)
                 out[i, rows] = y
@@ -178,7 +178,8 @@ def _chunks(flat: torch.Tensor, size: int, channels_last: bool) -> Iterator[torc
         yield x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def _forward(runner: Runner, x: torch.Tensor, precision: str) -> torch.Tensor:
+def forward(runner: Runner, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """One member's logits for a float batch, under `precision`'s autocast; float32."""
     dtype = PRECISIONS[precision]
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
         return runner.logits(x).float()

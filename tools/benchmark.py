@@ -23,7 +23,8 @@ import torch
 from ensemble_eval.checkpoints import Convention, Member
 from ensemble_eval.crops import CropScheme
 from ensemble_eval.engine import evaluate
-from ensemble_eval.ensemble import PRECISIONS, Runner, place_members
+from ensemble_eval.ensemble import Plan, forward, place_members
+from ensemble_eval.execution import Execution
 from ensemble_eval.models import ArchSpec
 from ensemble_eval.views import Geometries
 
@@ -50,6 +51,24 @@ class Setting:
     def but(self, **changes) -> Setting:
         return dataclasses.replace(self, **changes)
 
+    def plan(self) -> Plan:
+        """What the tool computes for this setting: its one crop set, every member on the scheme."""
+        geometries = Geometries.single(self.scheme, len(self.members), self.backend)
+        return Plan.make(
+            self.scheme,
+            [self.crop_set],
+            self.crop_set,
+            self.batch_size,
+            precision=self.precision,
+            num_members=len(self.members),
+            geometries=geometries,
+        )
+
+    def execution(self, **changes) -> Execution:
+        """How the tool runs it (no progress bar; an undecodable image stops it)."""
+        options = {"workers": self.workers, "channels_last": self.channels_last, "compile": self.compile}
+        return Execution(self.device, strict=True, **(options | changes))
+
 
 def _median_time(fn, repeats: int, pick=statistics.median) -> float:
     fn()  # warm-up: allocator, oneDNN/cuDNN primitive selection
@@ -66,13 +85,6 @@ def _median_time(fn, repeats: int, pick=statistics.median) -> float:
 def _sync() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
-
-
-def _logits(runner: Runner, x: torch.Tensor, precision: str) -> torch.Tensor:
-    """One member's forward pass under `precision`'s autocast, as the tool runs it."""
-    dtype = PRECISIONS[precision]
-    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-        return runner.logits(x).float()
 
 
 def matmul_ceiling(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 4096, repeats: int = 5) -> float:
@@ -105,7 +117,7 @@ def pure_model(setting: Setting, batch_size: int, repeats: int, best: bool = Fal
     @torch.inference_mode()
     def step():
         for r in runners:
-            torch.softmax(_logits(r, x, setting.precision), dim=1)
+            torch.softmax(forward(r, x, setting.precision), dim=1)
 
     return batch_size * len(setting.members) / _median_time(step, repeats, min if best else statistics.median)
 
@@ -132,21 +144,8 @@ def view_pixels(samples, scheme: CropScheme, crop_set: str, unit: int = 224) -> 
 
 def _evaluate(setting: Setting, samples=None):
     """The tool's in-memory evaluation of `setting` (over `samples` when given), no progress bar."""
-    geometries = Geometries.single(setting.scheme, len(setting.members), setting.backend)
     return evaluate(
-        setting.samples if samples is None else samples,
-        setting.members,
-        setting.scheme,
-        [setting.crop_set],
-        setting.crop_set,
-        setting.device,
-        setting.batch_size,
-        setting.workers,
-        setting.channels_last,
-        False,
-        precision=setting.precision,
-        compile=setting.compile,
-        geometries=geometries,
+        setting.samples if samples is None else samples, setting.members, setting.plan(), setting.execution()
     )
 
 
@@ -391,23 +390,14 @@ def _models_alone(setting: Setting, repeats: int) -> dict:
 def _end_to_end(setting: Setting, repeats: int) -> dict:
     """The tool at the setting's batch size ("auto": its own choice, timed afresh with the cache
     unused), in steady state: the difference of two run lengths, so start-up cancels."""
-    from ensemble_eval.autobatch import choose
+    from ensemble_eval.autobatch import Workload, choose
     from ensemble_eval.config import default_batch_size
 
     s = setting
     indices = s.scheme.set_indices(s.crop_set)
+    work = Workload(s.scheme, indices, s.device, s.channels_last, s.precision)
     choice = choose(
-        s.batch_size,
-        s.members,
-        s.samples,
-        s.scheme,
-        indices,
-        s.device,
-        s.channels_last,
-        s.precision,
-        default_batch_size(s.device.type),
-        min_timed_run=0,
-        use_cache=False,
+        s.batch_size, s.members, s.samples, work, default_batch_size(s.device.type), min_timed_run=0, use_cache=False
     )
     secs = per_image_seconds(s.but(batch_size=choice.batch_size), max(2, repeats - 1))
     rate = len(indices) * len(s.members) / secs
@@ -526,17 +516,6 @@ def precision_agreement(setting: Setting, sets: dict[str, int], precisions=("bf1
 def _timed_evaluation(setting: Setting):
     """The tool's evaluation of `setting` (on the scheme as it is, channels-last) and its seconds."""
     start = time.perf_counter()
-    result = evaluate(
-        setting.samples,
-        setting.members,
-        setting.scheme,
-        [setting.crop_set],
-        setting.crop_set,
-        setting.device,
-        setting.batch_size,
-        setting.workers,
-        True,
-        False,
-        precision=setting.precision,
-    )
+    plan = setting.but(backend="tensor").plan()
+    result = evaluate(setting.samples, setting.members, plan, setting.execution(channels_last=True, compile=False))
     return result, time.perf_counter() - start
