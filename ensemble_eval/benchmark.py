@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import Convention, Member
 from .crops import CropScheme
 from .engine import evaluate
 from .ensemble import _forward, place_members
+from .members.convention import Convention
+from .members.inspection import Member
 from .models import ArchSpec
 from .views import Geometries
 

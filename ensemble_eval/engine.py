@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from . import distributed as D
-from .checkpoints import Member
 from .crops import CropScheme
 from .data import DataError, Sample
 from .ensemble import Accumulator, BatchResult, EvalResult, NonFiniteOutputs, Plan, run_batches
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, stop_signals
+from .members.inspection import Member
 from .views import Geometries
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import Member
 from .crops import CropScheme
 from .data import Sample, Views, crop_loader
 from .errors import UserError
+from .members.inspection import Member
 from .merge import CropGroups, class_dtype, curve_subsets, group_statistics, merge_records, statistics_for, table_rows
 from .metrics import Tally, hits_from_top5
 from .views import Geometries

@@ -20,9 +20,9 @@ import sys
 import torch
 
 from ensemble_eval.benchmark import random_members, resize_backends, run_benchmark, startup
-from ensemble_eval.checkpoints import load_members
 from ensemble_eval.config import DEFAULT_WORKERS, build_config
 from ensemble_eval.data import list_samples
+from ensemble_eval.members.inspection import load_members
 
 
 def _batch_size(text: str) -> int | str:

@@ -17,9 +17,9 @@ import sys
 import torch
 
 from ensemble_eval.benchmark import precision_agreement
-from ensemble_eval.checkpoints import load_members
 from ensemble_eval.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, build_config
 from ensemble_eval.data import list_samples
+from ensemble_eval.members.inspection import load_members
 
 
 def _set(text: str) -> tuple[str, int]:

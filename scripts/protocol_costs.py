@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from ensemble_eval.benchmark import protocol_costs, random_members
-from ensemble_eval.checkpoints import load_members
 from ensemble_eval.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, build_config
 from ensemble_eval.data import list_samples
+from ensemble_eval.members.inspection import load_members
 
 ROWS = [  # (preset, crop set)
     ("googlenet-144", "1"),

@@ -93,8 +93,9 @@ def test_precision_agreement_rows(samples, demo_models):
     import torch
 
     from ensemble_eval.benchmark import precision_agreement
-    from ensemble_eval.checkpoints import Convention, Member
     from ensemble_eval.config import build_config
+    from ensemble_eval.members.convention import Convention
+    from ensemble_eval.members.inspection import Member
     from ensemble_eval.models import ArchSpec
 
     quick = build_config(str(ROOT / "ensemble_eval" / "presets" / "quick-72px.yaml"), {}).protocol
