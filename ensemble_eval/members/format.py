@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ..models import build_model, count_parameters
-from ..preload import Refusal
-from .convention import TRANSFORM_INPUT_ARCHS, Convention, convention_problems
+from ..models import ArchitectureError, build_model, count_parameters
+from .convention import TRANSFORM_INPUT_ARCHS, Convention, convention_problems, file_convention
 from .tensors import check_tensor_kinds, state_digest, tensor_problem, unwrap_state_dict
 
 if TYPE_CHECKING:
@@ -95,6 +94,21 @@ class MemberFormat:
         check_tensor_kinds(state)
         return state
 
+    # an architecture namespace (`arch_prefix`): state dicts with `arch: <prefix><name>`
+
+    def arch_convention(self, name: str) -> Convention:
+        """The input convention the family publishes for architecture `name`."""
+        raise NotImplementedError
+
+    def arch_spec(self, name: str, state: dict):
+        """The models.ArchSpec of weights `state` for architecture `name` (ArchitectureError if
+        they do not fit)."""
+        raise NotImplementedError
+
+    def create(self, name: str, spec):
+        """An untrained network of architecture `name` for `spec` (a models.ArchSpec)."""
+        raise NotImplementedError
+
 
 class FileFormat(MemberFormat):
     header: str = "?"  # how 'not a checkpoint' names it: "no torch.save, ... header"
@@ -104,8 +118,6 @@ class FileFormat(MemberFormat):
         raise NotImplementedError
 
     def convention(self, path: str, loaded: Loaded) -> Convention | None:
-        from .convention import file_convention
-
         return arch_convention(file_convention(path, loaded.embedded))
 
 
@@ -129,8 +141,6 @@ def arch_convention(conv: Convention) -> Convention:
 
 def build_from_state(ins: Inspection, state: dict, arch: str | None) -> None:
     """Check the tensors of `state` and rebuild their network (eval mode) into `ins`."""
-    from ..models import ArchitectureError
-
     ins.num_params = count_parameters(state)
     ins.state_digest = state_digest(state)
     problem = tensor_problem(state)
@@ -157,6 +167,3 @@ def download_hint(what: str, where: str, arch: str) -> str:
         f"cannot download {what}; offline, {where}, or pass a local file "
         f"(--models FILE.pth with 'arch: {arch}' in FILE.pth.yaml)"
     )
-
-
-__all__ = ["FileFormat", "FileHead", "Loaded", "MemberFormat", "PublishedSource", "Refusal"]
