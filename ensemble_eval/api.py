@@ -238,7 +238,7 @@ def validate(
     Returns a Validation (`usable`, `record`, `render()`); raises a UserError for a bad data
     folder or device.
     """
-    from .checkpoints import check_together, inspect_checkpoint
+    from .members.inspection import check_together, inspect_checkpoint
     from .modelpaths import expand_model_paths
 
     paths = expand_model_paths([checkpoints] if isinstance(checkpoints, str) else list(checkpoints), lenient=True)
@@ -261,12 +261,12 @@ def validate(
 def _measure_one_crop(ins, samples, subset, run_on: tuple, measured: dict) -> None:
     """One checkpoint alone on its own 1-crop view (the run's, under the built-in protocol): its
     errors into `measured`, or the reason it cannot be into its verdict."""
-    from .checkpoints import check_published, check_views, member_from
     from .config import DEFAULT_WORKERS, default_batch_size
     from .crops import CropScheme
     from .engine import evaluate as evaluate_samples
     from .ensemble import NonFiniteOutputs, Plan
     from .execution import Execution
+    from .members.inspection import check_published, check_views, member_from
     from .views import Geometries, one_crop_scheme, resolve_view
 
     device, workers, backend = run_on
@@ -383,9 +383,9 @@ def run(config) -> int:
 def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
     """Every image-free check (checkpoints, labels, crop size, ReaL), then the evaluation in the
     locked run directory."""
-    from .checkpoints import load_members
     from .distributed import world_from_env
     from .engine import run_evaluation
+    from .members.inspection import load_members
     from .rundir import RunLock, check_run_out, claim
 
     device = resolve_device(config.device)
@@ -420,8 +420,8 @@ def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
 
 def _member_views(config, members, set_names: list[str]):
     """Each member's views (views.member_geometries), every member checked on its own."""
-    from .checkpoints import check_views
     from .crops import needed_indices
+    from .members.inspection import check_views
     from .views import member_geometries
 
     geometries = member_geometries(members, config.protocol, config.views, config.resize_backend)

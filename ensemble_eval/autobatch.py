@@ -78,10 +78,10 @@ def cache_key(
 ) -> str:
     """The cache entry's key: the machine, every member's architecture (programs, whose
     architecture the file does not name, by their hash), the views and the arithmetic."""
-    from .programs import PROGRAM_KINDS
+    from .members.registry import is_program
 
     models = [
-        f"{m.arch.name}:{m.sha256[:16]}" if m.arch.name in PROGRAM_KINDS or m.fmt.startswith("pickle") else m.arch.name
+        f"{m.arch.name}:{m.sha256[:16]}" if is_program(m.arch.name) or m.fmt.startswith("pickle") else m.arch.name
         for m in members
     ]
     key = machine_key(device) | {

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from . import distributed as D
-from .checkpoints import Member
 from .config import DEFAULT_SAVE_EVERY, DEFAULT_SAVE_INTERVAL
 from .data import DataError, Sample
 from .ensemble import Accumulator, BatchResult, EvalResult, NonFiniteOutputs, Plan, run_batches
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, stop_signals
 from .execution import Execution
+from .members.inspection import Member
 
 log = logging.getLogger(__name__)
 

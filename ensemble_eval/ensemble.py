@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import Member
 from .config import DEFAULT_CURVE_SAMPLES, DEFAULT_SEED
 from .crops import CropScheme
 from .data import Sample, Views, crop_loader
 from .errors import UserError
 from .execution import Execution
+from .members.inspection import Member
 from .merge import CropGroups, class_dtype, curve_subsets, group_statistics, merge_records, statistics_for, table_rows
 from .merge_modes import DEFAULT_MERGE
 from .metrics import Tally, hits_from_top5

@@ -1,8 +1,9 @@
 """Member names on the command line -> checkpoint paths and model specs, checked before torch is imported.
 
 Standard library only: a mistyped path is reported at once, not after the seconds that
-importing torch takes. Model specs (`torchvision:...`, `timm:...`) are checked by
-checkpoints.resolve_spec, which needs torchvision or timm, when `check_specs` is set.
+importing torch takes. Model specs (`torchvision:...`, `timm:...`: the prefixes of the member
+registry, read without importing torch) are checked by members.registry.resolve_spec, which
+needs torchvision or timm, when `check_specs` is set.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import glob
 import os
 
 from .errors import CheckpointError, short_repr
+from .members.registry import spec_prefixes
 
-SPEC_PREFIXES = ("torchvision:", "timm:")
+SPEC_PREFIXES = spec_prefixes()
 SIDECAR_SUFFIXES = (".yaml", ".yml")
 
 
@@ -33,7 +35,7 @@ def expand_model_paths(patterns: list[str], lenient: bool = False, check_specs: 
             raise ModelPathError(f"--models entries must be paths, got {short_repr(pattern)}")
         if pattern.startswith(SPEC_PREFIXES):
             if check_specs:
-                from .checkpoints import resolve_spec
+                from .members.registry import resolve_spec
 
                 resolve_spec(pattern)
             paths.append(pattern)

@@ -11,7 +11,8 @@ Two GoogLeNet variants are recognised from the keys, never from a flag:
 Both with or without the two auxiliary heads, any number of classes. Every other torchvision
 classification builder is recognised by its cached key/shape signature (signatures.py), or
 named with ``arch:`` in a sidecar; ``arch: timm/<name>`` builds a timm model (optional
-extra). Aux heads are checked against the weights and then dropped: they play no part at
+extra; the `timm/` namespace belongs to members/timm_published.py, found through the
+member registry). Aux heads are checked against the weights and then dropped: they play no part at
 evaluation.
 """
 
@@ -152,7 +153,6 @@ GOOGLENETS = {
     "paper-googlenet": ("inception3a.branch1.conv_block.0.weight", lambda n, aux: PaperGoogLeNet(n, aux)),
 }
 ARCH_ALIASES = {"googlenet": "torchvision-googlenet"}
-TIMM_EXTRA = "timm models need the optional timm extra: pip install -e '.[timm]' (or pip install timm)"
 
 
 def _googlenet_spec(name: str, state: dict[str, torch.Tensor]) -> ArchSpec:
@@ -161,27 +161,6 @@ def _googlenet_spec(name: str, state: dict[str, torch.Tensor]) -> ArchSpec:
         got = "no fc.weight" if fc is None else f"fc.weight has shape {list(fc.shape)}"
         raise ArchitectureError(f"{got}, a GoogLeNet needs [num_classes, 1024]")
     return ArchSpec(name, int(fc.shape[0]), any(k.startswith(AUX_PREFIXES) for k in state))
-
-
-def import_timm():
-    try:
-        import timm
-    except ImportError:
-        raise ArchitectureError(TIMM_EXTRA) from None
-    return timm
-
-
-def _timm_spec(name: str, state: dict[str, torch.Tensor]) -> ArchSpec:
-    timm = import_timm()
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        raise ArchitectureError(f"timm has no model {name!r}" + (f"; closest: {', '.join(close)}" if close else ""))
-    classifier = timm.models.get_pretrained_cfg(name).classifier
-    head = classifier[0] if isinstance(classifier, (list, tuple)) else classifier
-    weight = state.get(f"{head}.weight")
-    if weight is None:
-        raise ArchitectureError(f"missing key {head + '.weight'!r}: the classifier of timm/{name}")
-    return ArchSpec(f"timm/{name}", int(weight.shape[0]), False)
 
 
 def _unknown(state: dict[str, torch.Tensor]) -> ArchitectureError:
@@ -207,8 +186,9 @@ def identify(state: dict[str, torch.Tensor], arch: str | None = None) -> ArchSpe
     recognised by their keys and every other torchvision builder by its cached signature.
     """
     arch = ARCH_ALIASES.get(arch, arch)
-    if arch is not None and arch.startswith("timm/"):
-        return _timm_spec(arch[len("timm/") :], state)
+    family = _arch_family(arch)
+    if family is not None:  # a namespace a member source owns (timm/<name>)
+        return family.arch_spec(arch[len(family.arch_prefix) :], state)
     if arch in GOOGLENETS or arch is None:
         for name, (marker, _) in GOOGLENETS.items():
             if (arch is None or arch == name) and marker in state:
@@ -244,11 +224,19 @@ def identify(state: dict[str, torch.Tensor], arch: str | None = None) -> ArchSpe
     raise _unknown(state)
 
 
+def _arch_family(arch: str | None):
+    """The member source owning the architecture namespace of `arch` (timm/<name>), or None."""
+    from .members.registry import arch_family
+
+    return arch_family(arch)
+
+
 def _build(spec: ArchSpec, input_size: int | None = None) -> nn.Module:
     if spec.name in GOOGLENETS:
         return GOOGLENETS[spec.name][1](spec.num_classes, spec.aux_heads)
-    if spec.name.startswith("timm/"):
-        return import_timm().create_model(spec.name[len("timm/") :], pretrained=False, num_classes=spec.num_classes)
+    family = _arch_family(spec.name)
+    if family is not None:
+        return family.create(spec.name[len(family.arch_prefix) :], spec)
     import torchvision.models as tvm
 
     from .signatures import builder_kwargs

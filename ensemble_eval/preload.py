@@ -26,7 +26,7 @@ MAX_TENSOR_ELEMENTS = 1 << 28  # 268M: far beyond any layer of a supported archi
 
 
 class Refusal(Exception):
-    """A file-level problem, turned into an ERROR verdict by checkpoints.inspect_checkpoint."""
+    """A file-level problem, turned into an ERROR verdict by members.inspection.inspect_checkpoint."""
 
 
 MAX_ARCHIVE_BYTES = 64 << 30  # declared (uncompressed) bytes of one archive's entries: 16G float32 values

@@ -37,7 +37,6 @@ from torch import nn
 from .errors import UserError, first_line
 from .opcheck import check_program_archive
 
-PROGRAM_KINDS = ("torchscript", "torch.export")
 DEFAULT_PROBE_SIZE = 224
 
 

@@ -57,7 +57,7 @@ def protocol_view(scheme: CropScheme) -> MemberView:
 def resolve_view(convention, fixed_size: int | None, scheme: CropScheme, mode: str = "native") -> MemberView:
     """The member's 1-crop view under `scheme`.
 
-    convention: the member's checkpoints.Convention; fixed_size: the one input size its network
+    convention: the member's members.convention.Convention; fixed_size: the one input size its network
     takes (a ViT, a program exported at a static size), or None. "native" (the default): what
     the convention gives, each missing field from the protocol (a crop size other than the
     protocol's gets the base scale scaled with it); "protocol": the protocol's own view for
@@ -109,7 +109,7 @@ def member_geometries(
 ) -> Geometries:
     """Each member's view and its copy of `scheme`, distinct geometries made once.
 
-    members: objects with `.convention` and `.arch.input_size` (checkpoints.Member). The first
+    members: objects with `.convention` and `.arch.input_size` (members.inspection.Member). The first
     geometry is the first member's. SchemeError names the member whose scaled scheme cannot be
     made (too large, or its resize size equal to another scale)."""
     if backend == "pil" and any(m.convention.antialias is False for m in members):

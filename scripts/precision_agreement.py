@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from ensemble_eval.checkpoints import load_members
 from ensemble_eval.config import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, build_config
 from ensemble_eval.data import list_samples
+from ensemble_eval.members.inspection import load_members
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: tools/ is not installed
 from tools.benchmark import Setting, precision_agreement  # noqa: E402

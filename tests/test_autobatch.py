@@ -175,7 +175,8 @@ def test_choose_times_every_candidate_on_the_device(device, samples, demo_models
     import torch
 
     monkeypatch.setitem(autobatch.CANDIDATES, "cpu", (4, 8, 16))  # CUDA keeps its real sizes
-    from ensemble_eval.checkpoints import Convention, Member
+    from ensemble_eval.members.convention import Convention
+    from ensemble_eval.members.inspection import Member
     from ensemble_eval.models import ArchSpec
 
     model = copy.deepcopy(demo_models[1])  # the session's model stays on the CPU

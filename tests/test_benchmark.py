@@ -91,8 +91,9 @@ def test_protocol_costs_count_views_and_pixels(samples):
 def test_precision_agreement_rows(samples, demo_models):
     import torch
 
-    from ensemble_eval.checkpoints import Convention, Member
     from ensemble_eval.config import build_config
+    from ensemble_eval.members.convention import Convention
+    from ensemble_eval.members.inspection import Member
     from ensemble_eval.models import ArchSpec
     from tools.benchmark import Setting, precision_agreement
 

@@ -10,7 +10,9 @@ import torch
 from conftest import save_checkpoint
 from torchvision.models import GoogLeNet
 
-from ensemble_eval.checkpoints import CheckpointError, expand_model_paths, load_member, load_members
+from ensemble_eval.errors import CheckpointError
+from ensemble_eval.members.inspection import load_member, load_members
+from ensemble_eval.modelpaths import expand_model_paths
 
 
 @pytest.fixture(scope="module")

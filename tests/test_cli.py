@@ -17,8 +17,8 @@ from conftest import DATA, HAS_CUDA, save_checkpoint
 from reference_protocol import crop_keys, decode, reference_probs
 from torchvision.transforms import v2
 
-from ensemble_eval.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from ensemble_eval.cli import main
+from ensemble_eval.members.convention import IMAGENET_MEAN, IMAGENET_STD
 
 QUICK = str(Path(__file__).parent.parent / "ensemble_eval" / "presets" / "quick-72px.yaml")
 

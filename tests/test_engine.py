@@ -48,7 +48,8 @@ def test_the_bar_moves_after_every_image_at_144_crops(tmp_path, demo_ckpts):
 
 
 def test_saves_by_images_and_by_time(demo_models, samples):
-    from ensemble_eval.checkpoints import Convention, Member
+    from ensemble_eval.members.convention import Convention
+    from ensemble_eval.members.inspection import Member
     from ensemble_eval.models import ArchSpec
 
     members = [Member("m", "", ArchSpec("torchvision-googlenet", 1000, False), demo_models[1], Convention())]

@@ -10,11 +10,12 @@ import torch
 from conftest import DEVICES, SMALL, set_sums
 from reference_protocol import reference_probs
 
-from ensemble_eval.checkpoints import Convention, Member
 from ensemble_eval.crops import extract_crops
 from ensemble_eval.engine import evaluate
 from ensemble_eval.ensemble import Plan, place_members
 from ensemble_eval.execution import Execution
+from ensemble_eval.members.convention import Convention
+from ensemble_eval.members.inspection import Member
 from ensemble_eval.models import ArchSpec
 
 # Two members with different input conventions: each must get its own normalization.

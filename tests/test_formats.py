@@ -12,16 +12,11 @@ import yaml
 from conftest import DATA, save_checkpoint, set_sums
 from torchvision.models import GoogLeNet
 
-from ensemble_eval import checkpoints
-from ensemble_eval.checkpoints import (
-    CheckpointError,
-    Convention,
-    check_together,
-    inspect_checkpoint,
-    load_member,
-    load_members,
-)
 from ensemble_eval.cli import main
+from ensemble_eval.errors import CheckpointError
+from ensemble_eval.members import torchvision_published
+from ensemble_eval.members.convention import Convention
+from ensemble_eval.members.inspection import check_together, inspect_checkpoint, load_member, load_members
 from ensemble_eval.models import PaperGoogLeNet
 
 
@@ -332,7 +327,9 @@ def test_torchvision_spec_offline_and_cached(tmp_path, monkeypatch, demo_models,
     torch.save(demo_models[0].state_dict(), target)
     # not torchvision's bytes: its sha256 does not start as the published name's does
     assert "not the published file" in inspect_checkpoint("torchvision:googlenet").errors[0]
-    monkeypatch.setattr(checkpoints, "published_sha256_prefix", lambda url: None)  # stand in for the real file
+    monkeypatch.setattr(
+        torchvision_published, "published_sha256_prefix", lambda url: None
+    )  # stand in for the real file
     member = load_member("torchvision:googlenet")
     assert member.convention.transform_input and member.model.transform_input
     from torchvision.transforms import v2

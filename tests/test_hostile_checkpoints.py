@@ -27,9 +27,11 @@ from conftest import DATA
 from torch import nn
 from torchvision.models import GoogLeNet, GoogLeNet_Weights
 
-from ensemble_eval import checkpoints, preload
-from ensemble_eval.checkpoints import check_together, inspect_checkpoint, parse_convention
+from ensemble_eval import preload
 from ensemble_eval.cli import main
+from ensemble_eval.members import registry, tensors
+from ensemble_eval.members.convention import input_range_problem, parse_convention
+from ensemble_eval.members.inspection import check_together, inspect_checkpoint
 from ensemble_eval.preload import is_code_global
 
 GIB = 1 << 30
@@ -290,7 +292,7 @@ def test_bombs_are_refused_before_any_loader(bomb_dir, monkeypatch):
         ins = inspect_checkpoint(str(bomb_dir / name))
         assert ins.verdict == "ERROR" and needle in ins.errors[0], (name, ins.errors)
         assert len(ins.errors[0]) < 400
-    assert checkpoints.sniff_format(str(bomb_dir / "script_bomb.pt")) == "torchscript"
+    assert registry.sniff_format(str(bomb_dir / "script_bomb.pt")) == "torchscript"
 
 
 def _validate_in_child(args: list[str], env: dict | None = None, cwd: Path | None = None):
@@ -455,10 +457,10 @@ def test_conventions_that_cannot_give_finite_inputs(tmp_path, small_state, sidec
 
 def test_real_conventions_pass_the_bound():
     caffe = parse_convention({"color": "BGR", "input_scale": 255, "mean": [104, 117, 123], "std": [1, 1, 1]}, "caffe")
-    assert checkpoints.input_range_problem(caffe) is None
-    assert checkpoints.input_range_problem(parse_convention({}, "defaults")) is None
+    assert input_range_problem(caffe) is None
+    assert input_range_problem(parse_convention({}, "defaults")) is None
     inception = parse_convention({"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}, "timm inception")
-    assert checkpoints.input_range_problem(inception) is None
+    assert input_range_problem(inception) is None
 
 
 def test_a_final_layer_row_of_3e38(tmp_path, small_state, monkeypatch):
@@ -469,7 +471,7 @@ def test_a_final_layer_row_of_3e38(tmp_path, small_state, monkeypatch):
     (error,) = inspect_checkpoint(str(path)).errors
     assert error.startswith("tensor 'fc.weight' holds values of magnitude 3e+38 (above 1e+30)")
     # the probe catches it too: the row times order-1 features overflows float32
-    monkeypatch.setattr(checkpoints, "MAX_WEIGHT_MAGNITUDE", float("inf"))
+    monkeypatch.setattr(tensors, "MAX_WEIGHT_MAGNITUDE", float("inf"))
     (error,) = inspect_checkpoint(str(path)).errors
     assert error.startswith("outputs are not finite (inf at class 3 of a 224x224 probe image);"), error
 

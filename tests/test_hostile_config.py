@@ -322,7 +322,7 @@ def test_a_checkpoint_sidecar_is_read_with_the_same_bounds(tmp_path, name):
     import torch
     from torchvision.models import GoogLeNet
 
-    from ensemble_eval.checkpoints import inspect_checkpoint
+    from ensemble_eval.members.inspection import inspect_checkpoint
 
     ckpt = tmp_path / "m.pt"
     torch.save(GoogLeNet(num_classes=10, aux_logits=False, init_weights=False).state_dict(), ckpt)

@@ -24,8 +24,8 @@ import torchvision
 from conftest import DATA
 
 from ensemble_eval import opcheck
-from ensemble_eval.checkpoints import inspect_checkpoint
 from ensemble_eval.cli import main
+from ensemble_eval.members.inspection import inspect_checkpoint
 from ensemble_eval.opcheck import UnsafeProgramError, check_program_archive
 from ensemble_eval.programs import check_pt2_archive, load_program
 

@@ -16,18 +16,14 @@ import torchvision
 from conftest import DATA, DEVICES, QUICK
 from reference_protocol import ONE_CROP, TEN_CROPS, crop_keys, decode, reference_probs
 
-from ensemble_eval import checkpoints, signatures
-from ensemble_eval.checkpoints import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CheckpointError,
-    check_views,
-    expand_model_paths,
-    inspect_checkpoint,
-    member_from,
-)
+from ensemble_eval import signatures
 from ensemble_eval.cli import main
 from ensemble_eval.crops import CropScheme
+from ensemble_eval.errors import CheckpointError
+from ensemble_eval.members import torchvision_published
+from ensemble_eval.members.convention import IMAGENET_MEAN, IMAGENET_STD
+from ensemble_eval.members.inspection import check_views, inspect_checkpoint, member_from
+from ensemble_eval.modelpaths import expand_model_paths
 from ensemble_eval.models import build_model, identify, required_size
 
 MEAN_HALF = (0.5, 0.5, 0.5)
@@ -312,7 +308,9 @@ def test_torchvision_weights_from_the_cache_with_their_metadata(torch_home, mixe
     torch.save(mixed_models["resnet18"].state_dict(), torch_home / "resnet18-f37072fd.pth")
     (error,) = inspect_checkpoint("torchvision:resnet18:IMAGENET1K_V1").errors  # not the published file
     assert "sha256 starts with" in error and "not f37072fd" in error
-    monkeypatch.setattr(checkpoints, "published_sha256_prefix", lambda url: None)  # stand in for the real file
+    monkeypatch.setattr(
+        torchvision_published, "published_sha256_prefix", lambda url: None
+    )  # stand in for the real file
     ins = inspect_checkpoint("torchvision:resnet18:IMAGENET1K_V1")
     assert ins.errors == [] and ins.arch.name == "resnet18" and ins.format == "torchvision weights"
     conv = ins.convention
@@ -324,7 +322,9 @@ def test_torchvision_weights_from_the_cache_with_their_metadata(torch_home, mixe
 def test_published_figures_outside_the_measured_interval_are_flagged(
     torch_home, mixed_models, tmp_path, capsys, monkeypatch
 ):
-    monkeypatch.setattr(checkpoints, "published_sha256_prefix", lambda url: None)  # stand in for the real file
+    monkeypatch.setattr(
+        torchvision_published, "published_sha256_prefix", lambda url: None
+    )  # stand in for the real file
     torch_home.mkdir(parents=True)
     torch.manual_seed(0)  # random weights: about 100% error, far from the published 30.24%
     torch.save(torchvision.models.resnet18().state_dict(), torch_home / "resnet18-f37072fd.pth")

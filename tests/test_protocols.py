@@ -13,10 +13,11 @@ import torch
 from conftest import DATA, DEVICES
 from reference_protocol import decode, reference_crop, reference_probs
 
-from ensemble_eval.checkpoints import CheckpointError, check_views
 from ensemble_eval.cli import main
 from ensemble_eval.config import build_config
 from ensemble_eval.crops import CropScheme, SchemeError, extract_views, plan_crops
+from ensemble_eval.errors import CheckpointError
+from ensemble_eval.members.inspection import check_views
 
 CONFIGS = Path(__file__).parent.parent / "ensemble_eval" / "presets"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -160,8 +160,8 @@ def test_resume_refusals(tmp_path, demo_ckpts, capsys):
     base = ["--models", str(demo_ckpts[0]), "--data", str(DATA), "--config", QUICK, "--workers", "0", "--no-progress"]
     out = tmp_path / "run"
     # an unfinished run: a manifest and no results (as a kill leaves it)
-    from ensemble_eval.checkpoints import load_members
     from ensemble_eval.ensemble import Plan
+    from ensemble_eval.members.inspection import load_members
     from ensemble_eval.runstate import ProgressStore, fingerprint
 
     samples = list_samples(DATA)

@@ -26,9 +26,9 @@ from reference_protocol import crop_keys, decode, reference_crop
 from scipy.stats import binomtest
 from torchvision.transforms import v2
 
-from ensemble_eval.checkpoints import IMAGENET_MEAN, IMAGENET_STD
 from ensemble_eval.cli import main
 from ensemble_eval.data import imagenet_classes, list_samples, wnid_to_index
+from ensemble_eval.members.convention import IMAGENET_MEAN, IMAGENET_STD
 
 QUICK = str(Path(__file__).parent.parent / "ensemble_eval" / "presets" / "quick-72px.yaml")
 KEYS = crop_keys(scales=(72, 88))  # the whole 72-crop grid, canonical order

@@ -26,12 +26,14 @@ from PIL import Image
 from reference_protocol import reference_probs
 from torchvision.transforms import v2
 
-from ensemble_eval.checkpoints import Member, _torchvision_convention, timm_convention
 from ensemble_eval.crops import CropScheme, SchemeError, extract_crops
 from ensemble_eval.data import list_samples
 from ensemble_eval.engine import evaluate
 from ensemble_eval.ensemble import Plan
 from ensemble_eval.execution import Execution
+from ensemble_eval.members.inspection import Member
+from ensemble_eval.members.timm_published import timm_convention
+from ensemble_eval.members.torchvision_published import torchvision_convention as _torchvision_convention
 from ensemble_eval.models import ArchSpec
 from ensemble_eval.views import Geometries, member_geometries, one_crop_scheme, resolve_view
 from tools.demo import fit_demo_head
@@ -209,7 +211,7 @@ def test_pil_backend_full_and_flip_image_are_pil_resized(images):
 
 def test_mixed_resolution_ensemble_equals_a_per_member_reference(tmp_path, samples, images, capsys):
     """A 224 member (bicubic, resize 232) and a 299 TorchScript program (resize 342) at 10 crops."""
-    from ensemble_eval.checkpoints import load_members
+    from ensemble_eval.members.inspection import load_members
     from tools.demo import make_demo_model
 
     picked, pictures = samples[:2], images[:2]
@@ -264,7 +266,8 @@ def test_validate_and_the_run_use_the_same_one_crop_view():
 
 
 def test_sidecar_interpolation_is_checked(tmp_path):
-    from ensemble_eval.checkpoints import CheckpointError, parse_convention
+    from ensemble_eval.errors import CheckpointError
+    from ensemble_eval.members.convention import parse_convention
 
     assert parse_convention({"interpolation": "bicubic"}, "sidecar").interpolation == "bicubic"
     with pytest.raises(CheckpointError, match="interpolation must be one of"):
@@ -324,8 +327,8 @@ def test_bad_view_settings_in_a_config_are_one_line(tmp_path, text, message):
 
 
 def test_a_changed_view_or_backend_is_a_different_run_but_old_runs_keep_their_fingerprint(demo_ckpts, samples):
-    from ensemble_eval.checkpoints import load_members
     from ensemble_eval.ensemble import Plan
+    from ensemble_eval.members.inspection import load_members
     from ensemble_eval.runstate import fingerprint
 
     members = load_members([str(demo_ckpts[0])])
@@ -348,7 +351,7 @@ def test_pil_backend_refuses_a_member_without_antialias():
 
 
 def _member(name, **view):
-    from ensemble_eval.checkpoints import Convention
+    from ensemble_eval.members.convention import Convention
 
     conv = Convention(**view, source="sidecar " + name, given=frozenset(view))
     return Member(name, "", ArchSpec("resnet18", 1000, False), torch.nn.Identity(), conv)

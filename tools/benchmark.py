@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from ensemble_eval.checkpoints import Convention, Member
 from ensemble_eval.crops import CropScheme
 from ensemble_eval.engine import evaluate
 from ensemble_eval.ensemble import Plan, forward, place_members
 from ensemble_eval.execution import Execution
+from ensemble_eval.members.convention import Convention
+from ensemble_eval.members.inspection import Member
 from ensemble_eval.models import ArchSpec
 from ensemble_eval.views import Geometries
 

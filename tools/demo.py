@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from ensemble_eval.checkpoints import IMAGENET_MEAN, IMAGENET_STD
+from ensemble_eval.members.convention import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _standard_view(image: torch.Tensor, size: int) -> torch.Tensor:
