@@ -187,7 +187,7 @@ def evaluate(
 
 @dataclass
 class Validation:
-    """What `validate` found: one checkpoints.Inspection per file (format, architecture,
+    """What `validate` found: one members.inspection.Inspection per file (format, architecture,
     convention, OK / WARN / ERROR with reasons) and, with data, each usable one's 1-crop errors."""
 
     inspections: list
