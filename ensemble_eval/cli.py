@@ -515,6 +515,7 @@ def run_report(args: argparse.Namespace) -> int:
     from .records import load_records
     from .report import analysis_files, clear_outputs, read_summary, run_text, with_analysis, write_summary
     from .rundir import check_report_out, claim, record_files
+    from .schema import SCHEMA_VERSION
 
     run = Path(args.run_dir)
     summary = read_summary(run)
@@ -574,7 +575,8 @@ def run_report(args: argparse.Namespace) -> int:
     claim(out, "report")
     clear_outputs(out, unchanged_only=not args.overwrite)  # a stale curve.png of an earlier report goes too
     written = [SUMMARY.name] + analysis_files(out, record)
-    write_summary(out, record)
+    current = summary.get("schema_version") == SCHEMA_VERSION  # an older record's own keys are carried
+    write_summary(out, record, strict=current)
     record_files(out, "report", written, forget=list(OUTPUT_FILES))
     text = run_text(record, written, out, None, None)
     print(

@@ -263,6 +263,34 @@ def check_chunk(path: Path, plan, num_samples: int, num_classes: int) -> tuple[d
     return arrays, None
 
 
+def chunk_files(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 [F] sample positions, int64 [F, 3] file identities) of every image a chunk read,
+    evaluated or undecodable."""
+    positions = np.concatenate([arrays["indices"], arrays["skipped_indices"]])
+    return positions, np.concatenate([arrays["files"], arrays["skipped_files"]])
+
+
+@dataclass
+class ChunkTally:
+    """What a whole chunk adds to a resumed run's progress."""
+
+    images: int  # evaluated images
+    skipped: int  # undecodable images
+    top1: int  # the ensemble's top-1 hits on the requested crop set
+    top5: int
+    seconds: float  # evaluation time the chunk records
+
+
+def chunk_tally(arrays: dict[str, np.ndarray], set_index: int) -> ChunkTally:
+    """The progress figures of a chunk's arrays (as check_chunk returns them); `set_index`: the
+    requested crop set's position."""
+    hits = arrays["hits"][:, -1, set_index]  # the row of all members
+    seconds = float(arrays["seconds"]) if "seconds" in arrays else 0.0
+    return ChunkTally(
+        len(arrays["indices"]), len(arrays["skipped_indices"]), int(hits[:, 0].sum()), int(hits[:, 1].sum()), seconds
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The result files, streamed from the chunks
 

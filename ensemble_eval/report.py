@@ -16,7 +16,7 @@ from .errors import printable, short_repr
 from .fileio import atomic_write_bytes, atomic_write_text, write_json
 from .outputs import DERIVED, OUTPUT_FILES, SUMMARY
 from .rundir import VALIDATE_TOOL
-from .schema import SCHEMA_VERSION, Summary, csv_text
+from .schema import ABSENT, SCHEMA_VERSION, Summary, TableCell, csv_text
 
 
 def _pct(x: float) -> str:
@@ -29,7 +29,7 @@ def _pct_ci(err: float, ci: list[float]) -> str:
 
 
 def format_p(p: float | None) -> str:
-    if p is None:
+    if p is None or p is ABSENT:  # ABSENT: a record's field for a comparison that does not exist
         return ""
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
@@ -61,23 +61,20 @@ def _table_section(record: dict) -> tuple[list[str], list[list[str]]]:
     if real:
         header += ["ReaL top-1 err %", "ReaL top-5 err %"]
     rows = []
-    for i, c in enumerate(cells):
+    for i, c in enumerate(TableCell.from_dict(c) for c in cells):  # the schema's fields (a renamed one fails)
         row = [
-            c["label"],
-            str(c["models"]),
-            set_label(c["crop_set"], c["crops"]),
-            str(c["cost"]),
-            _pct_ci(c["top1_err"], c["top1_err_ci"]),
-            _pct_ci(c["top5_err"], c["top5_err_ci"]),
-            "base" if i == 0 else f"{100 * c['delta_top5']:+.2f}",
-            format_p(c.get("p_top5_vs_fewer_crops")),
-            format_p(c.get("p_top5_vs_best_member")),
+            c.label,
+            str(c.models),
+            set_label(c.crop_set, c.crops),
+            str(c.cost),
+            _pct_ci(c.top1_err, c.top1_err_ci),
+            _pct_ci(c.top5_err, c.top5_err_ci),
+            "base" if i == 0 else f"{100 * c.delta_top5:+.2f}",
+            format_p(c.p_top5_vs_fewer_crops),
+            format_p(c.p_top5_vs_best_member),
         ]
         if real:
-            row += [
-                _pct_ci(c["real_top1_err"], c["real_top1_err_ci"]),
-                _pct_ci(c["real_top5_err"], c["real_top5_err_ci"]),
-            ]
+            row += [_pct_ci(c.real_top1_err, c.real_top1_err_ci), _pct_ci(c.real_top5_err, c.real_top5_err_ci)]
         rows.append(row)
     return header, rows
 
@@ -350,10 +347,11 @@ def analysis_files(out: Path, record: dict) -> list[str]:
     return written
 
 
-def write_summary(out: Path, record: dict) -> None:
+def write_summary(out: Path, record: dict, strict: bool = True) -> None:
     """summary.json, through the schema: a key it does not know is a SchemaError (a bug), not a
-    silently missing field."""
-    write_json(out / SUMMARY.name, Summary.from_dict(record, strict=True).to_dict())
+    silently missing field. `strict=False` (a report of an earlier release's run): keys that
+    record holds and this schema no longer names are carried as they are."""
+    write_json(out / SUMMARY.name, Summary.from_dict(record, strict=strict).to_dict())
 
 
 def summary_line(record: dict, seconds: float | None, device: str | None) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import UserError
 from .fileio import write_json
-from .records import ResumeError, check_chunk, chunk_batch_span, read_chunk, write_chunk
+from .records import ResumeError, check_chunk, chunk_batch_span, chunk_files, chunk_tally, read_chunk, write_chunk
 from .rundir import FINISHED_PROGRESS, PROGRESS_DIR, remove_own
 
 
@@ -242,9 +242,7 @@ class ProgressStore:
             if problem is not None:
                 problem = f"is damaged ({problem})"
             else:
-                positions = np.concatenate([arrays["indices"], arrays["skipped_indices"]])
-                recorded = np.concatenate([arrays["files"], arrays["skipped_files"]])
-                changed = changed_files(samples, positions, recorded, workers)
+                changed = changed_files(samples, *chunk_files(arrays), workers)
                 if changed:
                     position, how = changed[0]
                     more = f" (and {len(changed) - 1} more of its images)" if len(changed) > 1 else ""
@@ -254,12 +252,12 @@ class ProgressStore:
                 opened.problems.append(f"{path.name} in {self.dir} {problem}; its batches will be computed again")
                 continue
             opened.done |= batches
-            hits = arrays["hits"][:, -1, set_index]
-            opened.images += len(arrays["indices"])
-            opened.skipped += len(arrays["skipped_indices"])
-            opened.top1 += int(hits[:, 0].sum())
-            opened.top5 += int(hits[:, 1].sum())
-            opened.seconds += float(arrays["seconds"]) if "seconds" in arrays else 0.0
+            tally = chunk_tally(arrays, set_index)
+            opened.images += tally.images
+            opened.skipped += tally.skipped
+            opened.top1 += tally.top1
+            opened.top5 += tally.top5
+            opened.seconds += tally.seconds
         self.saved = set(opened.done)
         self.saved_images = opened.images + opened.skipped
         self.last_save = time.monotonic()

@@ -181,7 +181,15 @@ def _p(versus: str, what: str) -> list[Field]:
     ]
 
 
-Errors = record_type("Errors", "Errors of one count of images, with 95% Wilson intervals.", errors())
+def real_errors(csv: bool = True) -> list[Field]:
+    """The errors against the ReaL labels (--real-labels), of the images that have them."""
+    images = Field("real_num_images", "int", "images with ReaL labels", csv, when=REAL, column_when_present=True)
+    return [images, *(f for f in errors("real_", csv) if f.name != "real_num_images")]
+
+
+Errors = record_type(
+    "Errors", "Errors of one count of images, with 95% Wilson intervals.", [*errors(), *real_errors(csv=False)]
+)
 
 TableCell = record_type(
     "TableCell",
@@ -196,8 +204,7 @@ TableCell = record_type(
         Field("delta_top5", "float", "top-5 error minus the best member's at the fewest crops (fraction)", True),
         *_p("fewer_crops", "against the largest crop set nested in this one"),
         *_p("best_member", "of all members against the best member"),
-        Field("real_num_images", "int", "images with ReaL labels", True, when=REAL, column_when_present=True),
-        *[f for f in errors("real_") if f.name != "real_num_images"],
+        *real_errors(),
     ],
 )
 
@@ -267,8 +274,7 @@ CropSetErrors = record_type(
     "All members at one crop set (summary `crop_sets`, by name).",
     [
         *errors(csv=False),
-        *[f for f in errors("real_", csv=False) if f.name != "real_num_images"],
-        Field("real_num_images", "int", "images with ReaL labels", when=REAL),
+        *real_errors(csv=False),
         Field("num_crops", "int", "crops of the set"),
         Field("nll", "float", "negative log-likelihood of the true class"),
         Field("ece", "float", "expected calibration error (fraction)"),
