@@ -56,7 +56,7 @@ def records_from_logits(
     """
     import torch
 
-    from .merge import STATISTIC, CropGroups, class_dtype, curve_subsets, merge_records
+    from .merge import STATISTIC, class_dtype, curve_subsets, merge_records
 
     path, small = open_logits(run_dir)
     available = [str(x) for x in small["merges"]]
@@ -66,12 +66,7 @@ def records_from_logits(
             f"{path} holds statistics for {available}, not {missing}; evaluate again with --compare-merges"
         )
     set_names = [str(x) for x in small["set_names"]]
-    sizes = [int(x) for x in small["group_sizes"]]
-    starts = np.cumsum([0] + sizes)
-    groups = CropGroups(
-        tuple(tuple(range(starts[g], starts[g + 1])) for g in range(len(sizes))),
-        tuple(tuple(int(g) for g in np.flatnonzero(row)) for row in small["set_groups"]),
-    )
+    groups = _logit_groups(small)
     names = list(dict.fromkeys(STATISTIC[m] for m in merges))
     stats = {name: npz_memmap(path, name) for name in names}
     n = len(small["targets"])
@@ -97,19 +92,24 @@ def records_from_logits(
         "confidence": np.zeros((0, rows, len(set_names), len(merges)), np.float32),
     }
     joined = {k: np.concatenate(v) if v else empty[k] for k, v in parts.items()}
-    all_names = [str(x) for x in small["member_names"]]
-    return RunRecords(
-        small["paths"],
-        small["targets"].astype(np.int64),
-        [all_names[i] for i in members],
-        set_names,
-        dict(zip(set_names, (int(c) for c in small["crops_per_set"]))),
-        list(merges),
-        joined["top5"],
-        joined["target_prob"],
-        joined["confidence"],
-        np.array([[i in u for i in range(len(members))] for u in subsets], dtype=bool),
-        correct,
+    chosen = {
+        "member_names": small["member_names"][members],
+        "merges": np.array(merges, dtype=str),
+        "subsets": np.array([[i in u for i in range(len(members))] for u in subsets], dtype=bool),
+        "subset_correct": correct,
+    }
+    return RunRecords.from_arrays(small | joined | chosen)
+
+
+def _logit_groups(small: dict[str, np.ndarray]):
+    """The crop groups (merge.CropGroups) logits.npz records: their sizes, and the groups of each set."""
+    from .merge import CropGroups
+
+    sizes = [int(x) for x in small["group_sizes"]]
+    starts = np.cumsum([0] + sizes)
+    return CropGroups(
+        tuple(tuple(range(starts[g], starts[g + 1])) for g in range(len(sizes))),
+        tuple(tuple(int(g) for g in np.flatnonzero(row)) for row in small["set_groups"]),
     )
 
 

@@ -1,6 +1,8 @@
-"""Result records -> terminal table, Markdown, CSV, JSON and the predictions file.
+"""The run record -> terminal table, Markdown, the CSV files and summary.json.
 
-Errors are fractions in JSON and CSV, percentages in the tables people read.
+Errors are fractions in JSON and CSV, percentages in the tables people read. The record's
+fields and the CSV columns are schema.py's; which files exist and which function here renders
+each is outputs.py's; the per-image arrays are records.py's.
 """
 
 from __future__ import annotations

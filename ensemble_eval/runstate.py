@@ -158,6 +158,16 @@ def changed_files(samples, positions: np.ndarray, recorded: np.ndarray, workers:
     return [f for f in found if f is not None]
 
 
+def _changed_problem(samples, arrays: dict, workers: int) -> str | None:
+    """What makes a whole chunk stale (an image file changed since it was evaluated), or None."""
+    changed = changed_files(samples, *chunk_files(arrays), workers)
+    if not changed:
+        return None
+    position, how = changed[0]
+    more = f" (and {len(changed) - 1} more of its images)" if len(changed) > 1 else ""
+    return f"holds {samples[position].rel_path}, which changed since it was evaluated: {how}{more}"
+
+
 @dataclass
 class Opened:
     """What a progress store holds when a run starts or resumes."""
@@ -169,6 +179,14 @@ class Opened:
     top1: int = 0  # the ensemble's top-1 hits on the requested crop set, over those images
     top5: int = 0
     seconds: float = 0.0  # evaluation time of the earlier sessions
+
+    def add(self, tally) -> None:
+        """A whole chunk's figures (records.ChunkTally)."""
+        self.images += tally.images
+        self.skipped += tally.skipped
+        self.top1 += tally.top1
+        self.top5 += tally.top5
+        self.seconds += tally.seconds
 
 
 class ProgressStore:
@@ -204,6 +222,32 @@ class ProgressStore:
         evaluated (see changed_files); a damaged chunk, or one holding an image whose file
         changed since, is set aside as `.damaged-<name>` and its batches are computed again.
         """
+        self._start(fp, resume, overwrite)
+        opened = Opened()
+        set_index = plan.set_names.index(plan.requested_set)
+        for path in self._chunk_paths():
+            self.seq = max(self.seq, int(path.stem.split("-")[1]) + 1)
+            arrays, problem = check_chunk(path, plan, len(samples), num_classes)
+            batches = set(arrays["batches"].tolist()) if problem is None else set()
+            if problem is None and opened.done & batches:
+                problem = f"batch {min(opened.done & batches)} is also in an earlier chunk"
+            if problem is not None:
+                problem = f"is damaged ({problem})"
+            else:
+                problem = _changed_problem(samples, arrays, workers)
+            if problem is not None:
+                path.rename(path.with_name(".damaged-" + path.name))
+                opened.problems.append(f"{path.name} in {self.dir} {problem}; its batches will be computed again")
+                continue
+            opened.done |= batches
+            opened.add(chunk_tally(arrays, set_index))
+        self.saved = set(opened.done)
+        self.saved_images = opened.images + opened.skipped
+        self.last_save = time.monotonic()
+        return opened
+
+    def _start(self, fp: dict, resume: bool, overwrite: bool) -> None:
+        """The manifest checked against `fp` (resume) or written (a new run); leftovers removed."""
         from .outputs import OUTPUT_FILES
 
         manifest = self.dir / "manifest.json"
@@ -231,37 +275,6 @@ class ProgressStore:
             write_json(manifest, fp)
         for leftover in self.dir.glob(".*.tmp*"):  # a write cut short by a kill
             leftover.unlink()
-        opened = Opened()
-        set_index = plan.set_names.index(plan.requested_set)
-        for path in self._chunk_paths():
-            self.seq = max(self.seq, int(path.stem.split("-")[1]) + 1)
-            arrays, problem = check_chunk(path, plan, len(samples), num_classes)
-            batches = set(arrays["batches"].tolist()) if problem is None else set()
-            if problem is None and opened.done & batches:
-                problem = f"batch {min(opened.done & batches)} is also in an earlier chunk"
-            if problem is not None:
-                problem = f"is damaged ({problem})"
-            else:
-                changed = changed_files(samples, *chunk_files(arrays), workers)
-                if changed:
-                    position, how = changed[0]
-                    more = f" (and {len(changed) - 1} more of its images)" if len(changed) > 1 else ""
-                    problem = f"holds {samples[position].rel_path}, which changed since it was evaluated: {how}{more}"
-            if problem is not None:
-                path.rename(path.with_name(".damaged-" + path.name))
-                opened.problems.append(f"{path.name} in {self.dir} {problem}; its batches will be computed again")
-                continue
-            opened.done |= batches
-            tally = chunk_tally(arrays, set_index)
-            opened.images += tally.images
-            opened.skipped += tally.skipped
-            opened.top1 += tally.top1
-            opened.top5 += tally.top5
-            opened.seconds += tally.seconds
-        self.saved = set(opened.done)
-        self.saved_images = opened.images + opened.skipped
-        self.last_save = time.monotonic()
-        return opened
 
     def _chunk_paths(self) -> list[Path]:
         return sorted(self.dir.glob("chunk-*.npz"))
