@@ -56,7 +56,7 @@ def records_from_logits(
     """
     import torch
 
-    from .merge import STATISTIC, class_dtype, curve_subsets, merge_records
+    from .merge import class_dtype, curve_subsets, merge_records, statistics_for
 
     path, small = open_logits(run_dir)
     available = [str(x) for x in small["merges"]]
@@ -67,7 +67,7 @@ def records_from_logits(
         )
     set_names = [str(x) for x in small["set_names"]]
     groups = _logit_groups(small)
-    names = list(dict.fromkeys(STATISTIC[m] for m in merges))
+    names = list(statistics_for(merges))
     stats = {name: npz_memmap(path, name) for name in names}
     n = len(small["targets"])
     subsets = curve_subsets(len(members), curve_samples, seed)

@@ -264,7 +264,8 @@ def _measure_one_crop(ins, samples, subset, run_on: tuple, measured: dict) -> No
     from .config import DEFAULT_WORKERS, default_batch_size
     from .crops import CropScheme
     from .engine import evaluate as evaluate_samples
-    from .ensemble import NonFiniteOutputs
+    from .ensemble import NonFiniteOutputs, Plan
+    from .execution import Execution
     from .views import Geometries, one_crop_scheme, resolve_view
 
     device, workers, backend = run_on
@@ -278,18 +279,10 @@ def _measure_one_crop(ins, samples, subset, run_on: tuple, measured: dict) -> No
         ins.errors.append(str(exc))
         return
     try:  # an undecodable image (DataError) is the data's problem: it stops validate, in one line
-        result = evaluate_samples(
-            subset,
-            [member],
-            scheme,
-            ["1"],
-            "1",
-            device,
-            default_batch_size(device.type),
-            DEFAULT_WORKERS if workers is None else workers,
-            progress=False,
-            geometries=Geometries((scheme,), (0,), (view,), backend),
-        )
+        geometries = Geometries((scheme,), (0,), (view,), backend)
+        plan = Plan.make(scheme, ["1"], "1", default_batch_size(device.type), geometries=geometries)
+        workers = DEFAULT_WORKERS if workers is None else workers
+        result = evaluate_samples(subset, [member], plan, Execution(device, workers, strict=True))
     except NonFiniteOutputs as exc:  # a problem of the member, not of the data: its verdict
         ins.errors.append(str(exc))
         return
@@ -345,7 +338,9 @@ def check_index_labels_fit(samples, num_classes: int) -> None:
 
 def data_num_classes(samples) -> int | None:
     """1000 when labels are ImageNet-1k wnids (the models must then have 1000 classes)."""
-    return 1000 if any(s.wnid is not None for s in samples) else None
+    from .listing import IMAGENET_CLASSES
+
+    return IMAGENET_CLASSES if any(s.wnid is not None for s in samples) else None
 
 
 def run(config) -> int:

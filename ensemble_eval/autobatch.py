@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -260,61 +261,81 @@ def _rate(crops: list[torch.Tensor], runners, b, channels_last, precision, sync,
     return len(crops[0]) * len(runners) / max(time.perf_counter() - start, 1e-9)
 
 
+@dataclass(frozen=True)
+class Workload:
+    """What a forward batch is chosen for: the views `indices` of `scheme` (each member on its own
+    geometry, views.Geometries; None: all on `scheme`), on `device`, in `precision`, in the
+    channels_last memory format or not."""
+
+    scheme: Any
+    indices: list[int]
+    device: torch.device
+    channels_last: bool = True
+    precision: str = "fp32"
+    geometries: Any = None
+
+
 def choose(
     requested: int | str,
     members,
     samples,
-    scheme,
-    indices: list[int],
-    device: torch.device,
-    channels_last: bool,
-    precision: str,
+    work: Workload,
     default: int,
+    *,
     recorded: int | None = None,
     min_timed_run: int | None = None,
     use_cache: bool = True,
-    geometries=None,
 ) -> Choice:
     """The run's forward batch: `requested` when it is a number; else the size `recorded` by
     the run being resumed; else the cached, or newly timed, best size; else `default`.
-    `use_cache` False: time afresh and leave the cache alone (the benchmark). `geometries`
-    (views.Geometries): each member timed on its own views."""
+    `use_cache` False: time afresh and leave the cache alone (the benchmark)."""
     if requested != "auto":
         return Choice(int(requested), "given", note="--batch-size")
     if recorded is not None:
         return Choice(recorded, "resumed", note="the size this run started with")
-    candidates = CANDIDATES.get(device.type, CANDIDATES["cpu"])
-    sizes = [g.crop_size for g in geometries.schemes] if geometries else [scheme.crop_size]
-    view_size = sizes[0] if len(sizes) == 1 else [sizes[g] for g in geometries.of_member]
-    key = cache_key(members, device, view_size, scheme.uncropped(indices), precision, channels_last)
+    candidates = CANDIDATES.get(work.device.type, CANDIDATES["cpu"])
+    geo, scheme = work.geometries, work.scheme
+    sizes = [g.crop_size for g in geo.schemes] if geo else [scheme.crop_size]
+    view_size = sizes[0] if len(sizes) == 1 else [sizes[g] for g in geo.of_member]
+    uncropped = scheme.uncropped(work.indices)
+    key = cache_key(members, work.device, view_size, uncropped, work.precision, work.channels_last)
     found = cached_choice(key, candidates) if use_cache else None
     if found is not None:
         return found
-    count = max(candidates)
-    timing_cost = count * len(candidates) * ROUNDS
+    timing_cost = max(candidates) * len(candidates) * ROUNDS
     min_timed_run = MIN_TIMED_RUN if min_timed_run is None else min_timed_run
-    if len(samples) * len(indices) < min_timed_run * timing_cost:
+    if len(samples) * len(work.indices) < min_timed_run * timing_cost:
         return Choice(default, "default", note="auto: the default, the run is too small for timing to pay off")
-    backend = geometries.backend if geometries else "tensor"
-    crops = _first_crops(samples, list(geometries.schemes) if geometries else scheme, indices, count, backend)
+    choice = _timed(members, samples, work, candidates, default)
+    if choice.source == "timed" and use_cache:
+        where = cache_file()
+        if write_cache(key, choice):
+            choice.note += f", cached in {where}"
+        else:
+            print(
+                f"ensemble-eval: cannot write the batch-size cache {where}; the next run times again", file=sys.stderr
+            )
+    return choice
+
+
+def _timed(members, samples, work: Workload, candidates: tuple[int, ...], default: int) -> Choice:
+    """The fastest of `candidates`, timed on the first images' crops; `default` when they cannot be."""
+    geo, count = work.geometries, max(candidates)
+    backend = geo.backend if geo else "tensor"
+    crops = _first_crops(samples, list(geo.schemes) if geo else work.scheme, work.indices, count, backend)
     if crops is None:
         return Choice(default, "default", note="auto: the default, the first images could not be decoded for timing")
     from .ensemble import place_members, prepare_device
 
-    prepare_device(device, not scheme.uncropped(indices))
-    runners = place_members(members, device, channels_last)
-    of_member = geometries.of_member if geometries else None
-    rates = measure([c.to(device) for c in crops], runners, candidates, channels_last, precision, of_member=of_member)
+    prepare_device(work.device, not work.scheme.uncropped(work.indices))
+    runners = place_members(members, work.device, work.channels_last)
+    of_member = geo.of_member if geo else None
+    on_device = [c.to(work.device) for c in crops]
+    rates = measure(on_device, runners, candidates, work.channels_last, work.precision, of_member=of_member)
     if not rates:
         return Choice(default, "default", note=f"auto: the default, even {min(candidates)} crops ran out of GPU memory")
     size = max(rates, key=rates.get)
-    where = cache_file()
-    choice = Choice(size, "timed", rates[size], rates, f"auto: timed on the first {count} crops")
-    if use_cache and write_cache(key, choice):
-        choice.note += f", cached in {where}"
-    elif use_cache:
-        print(f"ensemble-eval: cannot write the batch-size cache {where}; the next run times again", file=sys.stderr)
-    return choice
+    return Choice(size, "timed", rates[size], rates, f"auto: timed on the first {count} crops")
 
 
 def _first_crops(samples, scheme, indices: list[int], count: int, backend: str = "tensor"):

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .config import MERGES
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNUSABLE, EXIT_USER_ERROR, UserError, printable, stop_signals
 
 log = logging.getLogger("ensemble_eval")
@@ -78,43 +77,27 @@ published ({top1_err, top5_err}); see docs/checkpoints.md.
 """
 
 
-def _batch_size(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}") from None
+def _number(parse, ok, expected: str):
+    """An argparse type: `parse` the text, accept it when `ok(value)`; else one line saying `expected`."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return convert
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+_batch_size = _number(
+    lambda t: t if t == "auto" else int(t), lambda v: v == "auto" or v >= 1, "a positive integer or auto"
+)
 
 
 def _workers(text: str) -> int:
@@ -131,192 +114,81 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_checkpoint_options(g) -> None:
-    g.add_argument(
-        "--trust-checkpoints",
-        action="store_true",
-        default=None,
-        help="allow checkpoints that need full unpickling (whole pickled modules); this can run code from the file",
-    )
-    g.add_argument(
-        "--ema",
-        action="store_true",
-        default=None,
-        help="use the EMA weights of files that hold both EMA and raw weights (default: raw)",
-    )
+TYPES = {  # a RunConfig field's kind -> how its command-line text is parsed
+    "positive_int": _positive_int,
+    "positive_float": _positive_float,
+    "count": _non_negative_int,
+    "workers": _non_negative_int,  # capped in config.RunConfig.validate, for YAML and the command line alike
+    "batch_size": _batch_size,
+}
 
 
-COMMANDS = ("validate", "check-data", "report")  # besides the main command (no name)
+def _add_option(group, name: str, **override) -> None:
+    """Add RunConfig field `name` as an option: its flag, help, choices and parsing come from the
+    field's definition (config.option); `override` changes some for one command (its default)."""
+    from .config import RUN_FIELDS
+
+    f = RUN_FIELDS[name]
+    spec = {**f.metadata, **override}
+    flag = spec.get("flag") or "--" + name.replace("_", "-")
+    kw: dict = {"dest": name, "help": spec["help"]}
+    if "default" in spec:
+        kw["default"] = spec["default"]
+    if f.type == "bool":
+        kw["action"] = "store_false" if flag.startswith("--no-") else "store_true"
+        kw.setdefault("default", None)  # None: not given (the config file's or the built-in value holds)
+    else:
+        kw["metavar"] = spec.get("metavar")
+        if spec.get("choices"):
+            kw["choices"] = list(spec["choices"])
+        if spec.get("kind") in TYPES or "type" in spec:
+            kw["type"] = spec.get("type") or TYPES[spec["kind"]]
+        if spec.get("kind") == "paths":
+            kw["nargs"] = "+"
+    group.add_argument(*([spec["short"]] if "short" in spec else []), flag, **kw)
 
 
-def _unknown_command(word: str) -> str | None:
-    """A one-line refusal when `word` (the first argument, not a flag) looks like a mistyped
-    command; None when it does not look like one (argparse says what is wrong then)."""
-    import difflib
+def _add_run(commands) -> None:
+    """The main command (`ensemble-eval [run]`): one option per RunConfig field, by group, and
+    --protocol / --config, which choose the layers under the command line (config.build_config)."""
+    from .config import GROUPS, command_options
 
-    close = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.7)
-    if not close:
-        return None
-    return (
-        f"unknown command {word!r}; did you mean {close[0]}? The commands are {', '.join(COMMANDS)}, "
-        "and the main command takes no name (ensemble-eval --models ... --data ...)"
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = commands.add_parser(
+        "run",
         prog="ensemble-eval",
+        usage="ensemble-eval [run] --models CKPT [CKPT ...] --data DIR [options]",
         allow_abbrev=False,
         description="Multi-crop, multi-model evaluation of image classifiers (GoogLeNet ILSVRC 2014 protocol).\n\n"
-        "commands: ensemble-eval [--models ... --data ...] (evaluate, below); "
-        + ", ".join(f"ensemble-eval {c} ..." for c in COMMANDS)
+        "commands: ensemble-eval [run] [--models ... --data ...] (evaluate, below; `run` may be left out); "
+        + ", ".join(f"ensemble-eval {c} ..." for c in COMMANDS if c != "run")
         + " (each with --help)",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,  # unset flags don't override the YAML file
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-
-    g = p.add_argument_group("inputs")
-    g.add_argument(
-        "--models",
-        nargs="+",
-        metavar="CKPT",
-        help="checkpoint files, shell globs (quoted or not), torchvision:<builder>[:<WEIGHTS>] or timm:<name>",
-    )
-    g.add_argument(
-        "--data", metavar="DIR", help="image root: one folder per WordNet id, or a flat folder with --labels"
-    )
-    g.add_argument(
-        "--labels", metavar="FILE.csv", help="labels for a flat folder: rows filename,wnid or filename,index"
-    )
-    g.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate only the first N images (sorted order)")
-
-    _add_checkpoint_options(g)
-
-    g = p.add_argument_group("protocol")
-    g.add_argument(
-        "--crops",
-        metavar="SET",
-        help="crop set to report: 1, 10 or 144 with the built-in ILSVRC 2014 protocol (default 144)",
-    )
-    g.add_argument(
-        "--table",
-        action="store_true",
-        default=None,
-        help="run the full crop grid once and report every crop set x {best member, all members}",
-    )
-    g.add_argument(
+    p.add_argument("--version", action="version", version=f"ensemble-eval {__version__}")
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    groups["protocol"].add_argument(
         "--protocol",
         metavar="NAME",
         help="start from a preset: googlenet-144 (the default), vgg-150, resnet-dense, inception-299-144, ...; "
         "`--protocol list` describes them",
     )
-    g.add_argument("--config", metavar="FILE.yaml", help="your own YAML run config / crop scheme (over --protocol)")
-    g.add_argument(
-        "--views",
-        choices=["native", "protocol"],
-        help="native (default): each member on its own eval view (resize, crop size, interpolation), the "
-        "protocol scaled to it; protocol: every member on the protocol's views as written (docs/protocol.md)",
+    groups["protocol"].add_argument(
+        "--config", metavar="FILE.yaml", help="your own YAML run config / crop scheme (over --protocol)"
     )
-    g.add_argument(
-        "--resize-backend",
-        choices=["tensor", "pil"],
-        help="tensor (default): torchvision's uint8 tensor resize; pil: PIL's, the pixels of PIL-based pipelines "
-        "(torchvision's ImageFolder + weights.transforms(), timm's validate.py); slower (docs/speed.md)",
-    )
-    g.add_argument(
-        "--merge",
-        choices=list(MERGES),
-        help="how crops and members are combined: mean-prob (default, the paper's), mean-logit, geo-mean, "
-        "max-crop (max over crops, then mean over members)",
-    )
-    g.add_argument(
-        "--compare-merges",
-        action="store_true",
-        default=None,
-        help="compute every merge mode in the same pass and compare them (merges.csv)",
-    )
-
-    g = p.add_argument_group("analysis")
-    g.add_argument(
-        "--real-labels", metavar="FILE.json", help="ImageNet-ReaL labels (real.json): adds ReaL error columns"
-    )
-    g.add_argument(
-        "--save-logits",
-        action="store_true",
-        default=None,
-        help="keep float16 per-member, per-crop-group statistics (logits.npz) for `ensemble-eval report`",
-    )
-    g.add_argument(
-        "--curve-samples",
-        type=_positive_int,
-        metavar="N",
-        help="ensemble-size curve: member subsets per size when there are more than N (default 64, seeded sample)",
-    )
-    g.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed of the curve's subset sample (default 0)")
-
-    g = p.add_argument_group("execution")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default auto: cuda if present)")
-    g.add_argument(
-        "--batch-size",
-        type=_batch_size,
-        metavar="N|auto",
-        help="crops per forward pass; auto (default): the fastest size, timed on the first crops and cached "
-        "per machine (docs/speed.md)",
-    )
-    g.add_argument(
-        "--workers",
-        type=_non_negative_int,  # capped in config.RunConfig.validate, for YAML and the command line alike
-        metavar="N",
-        help="image decoding/cropping processes (default min(8, CPU cores); 0 = in the main process)",
-    )
-    g.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        help="forward passes in fp32 (default) or under bf16/fp16 autocast; softmax and averaging stay fp32",
-    )
-    g.add_argument(
-        "--compile",
-        action="store_true",
-        default=None,
-        help="torch.compile each member for inference (slow first batches; pays off on long runs)",
-    )
-    g.add_argument(
-        "--no-channels-last",
-        dest="channels_last",
-        action="store_false",
-        default=None,
-        help="run models in NCHW instead of channels_last",
-    )
-
-    g.add_argument(
-        "--resume", action="store_true", default=None, help="continue the unfinished run in --out (same settings)"
-    )
-    g.add_argument(
-        "--strict", action="store_true", default=None, help="stop at the first undecodable image (default: skip it)"
-    )
-    g.add_argument(
-        "--save-every", type=_positive_int, metavar="N", help="images per process between progress saves (default 32)"
-    )
-    g.add_argument(
-        "--save-interval",
-        type=_positive_float,
-        metavar="SECONDS",
-        help="seconds between progress saves, whichever of the two comes first (default 60)",
-    )
-
-    g = p.add_argument_group("outputs")
-    g.add_argument("--out", metavar="DIR", help="run directory for the result files (default runs/<UTC time>)")
-    g.add_argument("--overwrite", action="store_true", default=None, help="replace results already in --out")
-    g.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
-    g.add_argument("-v", "--verbose", action="store_true", default=None, help="debug logging")
-    return p
+    for f in command_options():
+        _add_option(groups[f.metadata["group"]], f.name)
 
 
-def build_validate_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="ensemble-eval validate",
+def _add_checkpoint_options(g) -> None:
+    _add_option(g, "trust_checkpoints")
+    _add_option(g, "ema")
+
+
+def _add_validate(commands) -> None:
+    p = commands.add_parser(
+        "validate",
         allow_abbrev=False,
         description="Inspect checkpoints before spending compute: format, architecture, parameters, classes, "
         "aux heads, input convention and a verdict (OK / WARN / ERROR) for each file.",
@@ -337,19 +209,21 @@ def build_validate_parser() -> argparse.ArgumentParser:
     )
     _add_checkpoint_options(p)
     g = p.add_argument_group("quick accuracy check (1 crop per image, each checkpoint alone)")
-    g.add_argument("--data", metavar="DIR", help="image root (wnid folders, or flat with --labels)")
-    g.add_argument("--labels", metavar="FILE.csv", help="labels for a flat folder")
-    g.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="first N images (default 100)")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    g.add_argument(
-        "--resize-backend",
-        choices=["tensor", "pil"],
+    _add_option(g, "data", help="image root (wnid folders, or flat with --labels)")
+    _add_option(g, "labels", help="labels for a flat folder")
+    _add_option(g, "limit", default=VALIDATE_LIMIT, help=f"first N images (default {VALIDATE_LIMIT})")
+    _add_option(g, "device", default="auto")
+    _add_option(
+        g,
+        "resize_backend",
         default="tensor",
         help="tensor (default) or pil: as for a run (pil: the pixels of PIL-based reference pipelines)",
     )
-    g.add_argument("--workers", type=_workers, default=None, metavar="N")
-    g.add_argument("-v", "--verbose", action="store_true")
-    return p
+    _add_option(g, "workers", type=_workers, default=None, help="image decoding processes")
+    _add_option(g, "verbose", default=False)
+
+
+VALIDATE_LIMIT = 100  # images of validate's quick 1-crop check
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -384,9 +258,9 @@ def run_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if found.usable else EXIT_UNUSABLE
 
 
-def build_check_data_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="ensemble-eval check-data",
+def _add_check_data(commands) -> None:
+    p = commands.add_parser(
+        "check-data",
         allow_abbrev=False,
         description="List a dataset as a run does and decode every image (nothing else); print each problem "
         "(unreadable folders, special files, broken links, undecodable images) and what was ignored.",
@@ -394,10 +268,9 @@ def build_check_data_parser() -> argparse.ArgumentParser:
         "or dataset.",
     )
     p.add_argument("data", metavar="DIR", help="image root: one folder per WordNet id, or flat with --labels")
-    p.add_argument("--labels", metavar="FILE", help="labels for a flat folder (CSV, LOC_val_solution.csv, devkit)")
-    p.add_argument("--workers", type=_workers, default=None, metavar="N", help="decoding processes")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    return p
+    _add_option(p, "labels", metavar="FILE", help="labels for a flat folder (CSV, LOC_val_solution.csv, devkit)")
+    _add_option(p, "workers", type=_workers, default=None, help="decoding processes")
+    _add_option(p, "progress", default=True)
 
 
 def run_check_data(args: argparse.Namespace) -> int:
@@ -454,9 +327,9 @@ Files go to RUN_DIR/report unless --out says otherwise; the run's own files are 
 """
 
 
-def build_report_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="ensemble-eval report",
+def _add_report(commands) -> None:
+    p = commands.add_parser(
+        "report",
         allow_abbrev=False,
         description="Rebuild a finished run's tables, intervals, paired tests, curves and per-class errors "
         "from its run directory, without the models.",
@@ -464,19 +337,39 @@ def build_report_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of a finished evaluation")
-    p.add_argument("--out", metavar="DIR", help="where the rebuilt files go (default RUN_DIR/report)")
+    _add_option(p, "out", help="where the rebuilt files go (default RUN_DIR/report)")
     p.add_argument(
         "--overwrite",
         action="store_true",
         help="replace files in --out that the report did not write or that were changed since it wrote them",
     )
     p.add_argument("--members", nargs="+", metavar="ID", help="members to keep: indices (0 = first) or file names")
-    p.add_argument("--merge", choices=list(MERGES), help="the merge mode to report (default: the run's)")
-    p.add_argument("--crops", metavar="SET", help="the crop set of the summary line and per-class errors")
-    p.add_argument("--real-labels", metavar="FILE.json", help="ImageNet-ReaL labels: adds ReaL error columns")
-    p.add_argument("--curve-samples", type=_positive_int, metavar="N", help="subsets per ensemble size (logits)")
-    p.add_argument("--seed", type=_non_negative_int, metavar="N", help="seed of the curve's subset sample (logits)")
+    _add_option(p, "merge", help="the merge mode to report (default: the run's)")
+    _add_option(p, "crops", help="the crop set of the summary line and per-class errors")
+    _add_option(p, "real_labels")
+    _add_option(p, "curve_samples", help="subsets per ensemble size (logits)")
+    _add_option(p, "seed", help="seed of the curve's subset sample (logits)")
+
+
+COMMANDS = {"run": _add_run, "validate": _add_validate, "check-data": _add_check_data, "report": _add_report}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: `ensemble-eval COMMAND ...`, one subparser per command (`run` is
+    implied when the first argument names no command: see `main`)."""
+    p = _Parser(prog="ensemble-eval", allow_abbrev=False)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    for add in COMMANDS.values():
+        add(commands)
     return p
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one command ("run", "validate", "check-data", "report")."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices[name]
 
 
 def _pick_members(wanted: list[str] | None, names: list[str]) -> list[int]:
@@ -511,6 +404,8 @@ def _compared_with(summary: dict, set_names: list[str]) -> dict | None:
 
 def run_report(args: argparse.Namespace) -> int:
     from .analysis import analyze, read_real_labels, records_from_logits
+    from .config import DEFAULT_CURVE_SAMPLES, DEFAULT_SEED
+    from .listing import IMAGENET_CLASSES
     from .outputs import LOGITS, OUTPUT_FILES, PREDICTIONS, SUMMARY
     from .records import load_records
     from .report import analysis_files, clear_outputs, read_summary, run_text, with_analysis, write_summary
@@ -544,8 +439,8 @@ def run_report(args: argparse.Namespace) -> int:
             run,
             ids,
             merges,
-            args.curve_samples or 64,
-            args.seed or 0,
+            args.curve_samples or DEFAULT_CURVE_SAMPLES,
+            DEFAULT_SEED if args.seed is None else args.seed,
             crops,
         )
         source = f"{LOGITS.name} (float16 group statistics)"
@@ -556,11 +451,11 @@ def run_report(args: argparse.Namespace) -> int:
         records = records.with_merge_first(merge)
     real = None
     if args.real_labels:
-        real = read_real_labels(args.real_labels, summary.get("num_classes", 1000))
+        real = read_real_labels(args.real_labels, summary.get("num_classes", IMAGENET_CLASSES))
     analysis = analyze(
         records,
         crops,
-        summary.get("num_classes", 1000),
+        summary.get("num_classes", IMAGENET_CLASSES),
         "table" in summary,
         real,
         args.real_labels or "",
@@ -587,6 +482,23 @@ def run_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_main(args: argparse.Namespace) -> int:
+    """The main command: the run config (defaults < preset < --config < flags), then api.run."""
+    values = vars(args)
+    if values.get("protocol") == "list":
+        from .presets import describe_presets
+
+        print(describe_presets(), end="")
+        return EXIT_OK
+    from .api import run
+    from .config import build_config
+
+    config = build_config(values.pop("config", None), values)
+    if config.verbose:  # -v, or verbose: true in the config file
+        logging.getLogger().setLevel(logging.DEBUG)
+    return run(config)
+
+
 def _os_error_line(exc: OSError) -> str:
     """One line for a file-system failure no check foresaw (a path under /proc, a name too long, ...)."""
     where = f" {printable(str(exc.filename))}" if exc.filename else ""
@@ -606,39 +518,42 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
 
 
+def _unknown_command(word: str) -> str | None:
+    """A one-line refusal when `word` (the first argument, not a flag) looks like a mistyped
+    command; None when it does not look like one (argparse says what is wrong then)."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.7)
+    if not close:
+        return None
+    return (
+        f"unknown command {word!r}; did you mean {close[0]}? The commands are {', '.join(COMMANDS)}, "
+        "and `run` may be left out (ensemble-eval --models ... --data ...)"
+    )
+
+
+def with_command(argv: list[str]) -> list[str]:
+    """argv naming its command: `run` inserted when the first argument names none (the main
+    command takes no name; `ensemble-eval --help` is its help, which lists the commands)."""
+    if argv and (argv[0] in COMMANDS or argv[0] == "--version"):
+        return argv
+    if argv and not argv[0].startswith("-") and _unknown_command(argv[0]):
+        raise UserError(_unknown_command(argv[0]))
+    return ["run", *argv]
+
+
 def _main(argv: list[str]) -> int:
     verbose = "-v" in argv or "--verbose" in argv
     try:
-        if argv and argv[0] == "report":
-            return run_report(build_report_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "check-data":
-            return run_check_data(build_check_data_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "validate":
-            args = build_validate_parser().parse_args(argv[1:])
-            if args.verbose:
-                logging.getLogger().setLevel(logging.DEBUG)
-            return run_validate(args)
-        if argv and not argv[0].startswith("-") and _unknown_command(argv[0]):
-            raise UserError(_unknown_command(argv[0]))
-        parser = build_parser()
-        args = vars(parser.parse_args(argv))
         if not argv:
-            parser.print_help()
+            command_parser("run").print_help()
             return EXIT_USER_ERROR
-        if args.get("protocol") == "list":
-            from .presets import describe_presets
-
-            print(describe_presets(), end="")
-            return EXIT_OK
-
-        from .config import build_config
-
-        config = build_config(args.pop("config", None), args)
-        if config.verbose:
+        args = build_parser().parse_args(with_command(argv))
+        command = args.__dict__.pop("command")
+        if getattr(args, "verbose", False):
             logging.getLogger().setLevel(logging.DEBUG)
-        from .api import run
-
-        return run(config)
+        handler = {"run": run_main, "validate": run_validate, "check-data": run_check_data, "report": run_report}
+        return handler[command](args)
     except UserError as exc:
         print(f"ensemble-eval: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -19,6 +19,8 @@ from typing import Any
 from .crops import BACKENDS, CropScheme, SchemeError
 from .errors import UserError, first_line, short_repr
 from .fileio import read_text
+from .merge_modes import DEFAULT_MERGE, MERGES
+from .merge_modes import describe as describe_merges
 from .views import VIEW_MODES
 
 
@@ -41,48 +43,179 @@ MAX_CONFIG_BYTES = 128 * 1024
 MAX_YAML_DEPTH = 64
 MAX_YAML_NODES = 100_000
 DEVICES = ("auto", "cpu", "cuda")
-MERGES = ("mean-prob", "mean-logit", "geo-mean", "max-crop")  # see merge.py; the first is the paper's
+PRECISIONS = ("fp32", "bf16", "fp16")  # forward passes in fp32, or under bf16/fp16 autocast
+DEFAULT_SAVE_EVERY = 32  # images per process between progress saves
+DEFAULT_SAVE_INTERVAL = 60.0  # seconds between progress saves
+DEFAULT_CURVE_SAMPLES = 64  # member subsets per ensemble size, when there are more
+DEFAULT_SEED = 0
+GROUPS = ("inputs", "protocol", "analysis", "execution", "outputs")  # of the main command's --help
 
 
 class ConfigError(UserError):
     """A configuration value or file that cannot be used."""
 
 
+def option(default: Any = None, help: str = "", *, group: str | None = None, factory=None, **spec: Any):
+    """A RunConfig field that is also a command-line option (when `group` is given).
+
+    `help` may say `{default}` (filled with `shown`, or else the default). `spec`: `kind` (how a
+    value is checked, here and by the command line: positive_int, positive_float, count,
+    batch_size, paths; a bool or choices need none), `choices`, `metavar`, `flag` (the option's
+    spelling when it is not --<name>: "--no-channels-last" sets the field false), `short` ("-v"),
+    `shown` (the default as --help words it)."""
+    shown = spec.get("shown", default)
+    meta = {"help": help.replace("{default}", str(shown)), "group": group, **spec}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class RunConfig:
-    """Everything one evaluation run needs to know."""
+    """Everything one evaluation run needs to know; each option's help and check are here."""
 
-    models: list[str] = field(default_factory=list)
-    data: str | None = None
-    labels: str | None = None
-    crops: str | None = None  # None: "144" if the protocol has it, else its largest crop set
-    table: bool = False
-    device: str = "auto"
-    batch_size: int | str = "auto"  # crops per forward pass, or "auto": timed and cached (autobatch.py)
-    workers: int = DEFAULT_WORKERS
-    limit: int | None = None
-    out: str | None = None  # None: runs/<UTC timestamp>
-    overwrite: bool = False
-    channels_last: bool = True
-    compile: bool = False  # torch.compile every member for inference (--compile)
-    progress: bool = True
-    verbose: bool = False
-    trust_checkpoints: bool = False  # allow full unpickling (whole modules): can run code
-    ema: bool = False  # EMA weights of files holding both
-    resume: bool = False  # continue the unfinished run in --out
-    strict: bool = False  # stop at the first undecodable image instead of skipping it
-    save_every: int = 32  # images per process between progress saves
-    save_interval: float = 60.0  # seconds between progress saves (whichever comes first)
-    precision: str = "fp32"  # forward passes in fp32, or under bf16/fp16 autocast (softmax stays fp32)
-    views: str = "native"  # each member on its own eval view (the protocol scaled to it), or all on the protocol's
-    resize_backend: str = "tensor"  # torchvision's uint8 tensor resize, or PIL's (the reference pipelines' pixels)
-    merge: str = "mean-prob"  # how crops and members are combined (the paper: mean of softmax)
-    compare_merges: bool = False  # also compute every other merge mode in the same pass
-    save_logits: bool = False  # keep float16 per-member, per-crop-group statistics (logits.npz)
-    real_labels: str | None = None  # ImageNet-ReaL real.json: an extra error column
-    curve_samples: int = 64  # member subsets per ensemble size k, when there are more (seeded sample)
-    seed: int = 0  # seed of that sample
-    protocol: CropScheme = field(default_factory=CropScheme)
+    # inputs
+    models: list[str] = option(
+        factory=list,
+        group="inputs",
+        kind="paths",
+        metavar="CKPT",
+        help="checkpoint files, shell globs (quoted or not), torchvision:<builder>[:<WEIGHTS>] or timm:<name>",
+    )
+    data: str | None = option(
+        group="inputs", metavar="DIR", help="image root: one folder per WordNet id, or a flat folder with --labels"
+    )
+    labels: str | None = option(
+        group="inputs", metavar="FILE.csv", help="labels for a flat folder: rows filename,wnid or filename,index"
+    )
+    limit: int | None = option(
+        group="inputs", kind="positive_int", metavar="N", help="evaluate only the first N images (sorted order)"
+    )
+    trust_checkpoints: bool = option(
+        False,
+        group="inputs",
+        help="allow checkpoints that need full unpickling (whole pickled modules); this can run code from the file",
+    )
+    ema: bool = option(
+        False, group="inputs", help="use the EMA weights of files that hold both EMA and raw weights (default: raw)"
+    )
+    # protocol
+    crops: str | None = option(  # None: "144" if the protocol has it, else its largest crop set
+        group="protocol",
+        metavar="SET",
+        help="crop set to report: 1, 10 or 144 with the built-in ILSVRC 2014 protocol (default 144)",
+    )
+    table: bool = option(
+        False,
+        group="protocol",
+        help="run the full crop grid once and report every crop set x {best member, all members}",
+    )
+    protocol: CropScheme = field(default_factory=CropScheme)  # --protocol NAME / --config (see build_config)
+    views: str = option(
+        "native",
+        group="protocol",
+        choices=VIEW_MODES,
+        help="native (default): each member on its own eval view (resize, crop size, interpolation), the "
+        "protocol scaled to it; protocol: every member on the protocol's views as written (docs/protocol.md)",
+    )
+    resize_backend: str = option(
+        "tensor",
+        group="protocol",
+        choices=BACKENDS,
+        help="tensor (default): torchvision's uint8 tensor resize; pil: PIL's, the pixels of PIL-based pipelines "
+        "(torchvision's ImageFolder + weights.transforms(), timm's validate.py); slower (docs/speed.md)",
+    )
+    merge: str = option(
+        DEFAULT_MERGE,
+        group="protocol",
+        choices=MERGES,
+        help="how crops and members are combined (default {default}): " + describe_merges(),
+    )
+    compare_merges: bool = option(
+        False, group="protocol", help="compute every merge mode in the same pass and compare them (merges.csv)"
+    )
+    # analysis
+    real_labels: str | None = option(
+        group="analysis", metavar="FILE.json", help="ImageNet-ReaL labels (real.json): adds ReaL error columns"
+    )
+    save_logits: bool = option(
+        False,
+        group="analysis",
+        help="keep float16 per-member, per-crop-group statistics (logits.npz) for `ensemble-eval report`",
+    )
+    curve_samples: int = option(
+        DEFAULT_CURVE_SAMPLES,
+        group="analysis",
+        kind="positive_int",
+        metavar="N",
+        help="ensemble-size curve: member subsets per size when there are more than N (default {default}, "
+        "seeded sample)",
+    )
+    seed: int = option(
+        DEFAULT_SEED,
+        group="analysis",
+        kind="count",
+        metavar="N",
+        help="seed of the curve's subset sample (default {default})",
+    )
+    # execution
+    device: str = option(
+        "auto", group="execution", choices=DEVICES, help="where models run (default {default}: cuda if present)"
+    )
+    batch_size: int | str = option(
+        "auto",
+        group="execution",
+        kind="batch_size",
+        metavar="N|auto",
+        help="crops per forward pass; auto (default): the fastest size, timed on the first crops and cached "
+        "per machine (docs/speed.md)",
+    )
+    workers: int = option(
+        DEFAULT_WORKERS,
+        group="execution",
+        kind="workers",
+        metavar="N",
+        shown="min(8, CPU cores)",
+        help="image decoding/cropping processes (default {default}; 0 = in the main process)",
+    )
+    precision: str = option(
+        "fp32",
+        group="execution",
+        choices=PRECISIONS,
+        help="forward passes in fp32 (default) or under bf16/fp16 autocast; softmax and averaging stay fp32",
+    )
+    compile: bool = option(
+        False,
+        group="execution",
+        help="torch.compile each member for inference (slow first batches; pays off on long runs)",
+    )
+    channels_last: bool = option(
+        True, group="execution", flag="--no-channels-last", help="run models in NCHW instead of channels_last"
+    )
+    resume: bool = option(False, group="execution", help="continue the unfinished run in --out (same settings)")
+    strict: bool = option(False, group="execution", help="stop at the first undecodable image (default: skip it)")
+    save_every: int = option(
+        DEFAULT_SAVE_EVERY,
+        group="execution",
+        kind="positive_int",
+        metavar="N",
+        help="images per process between progress saves (default {default})",
+    )
+    save_interval: float = option(
+        DEFAULT_SAVE_INTERVAL,
+        group="execution",
+        kind="positive_float",
+        metavar="SECONDS",
+        shown=int(DEFAULT_SAVE_INTERVAL),
+        help="seconds between progress saves, whichever of the two comes first (default {default})",
+    )
+    # outputs
+    out: str | None = option(
+        group="outputs", metavar="DIR", help="run directory for the result files (default runs/<UTC time>)"
+    )
+    overwrite: bool = option(False, group="outputs", help="replace results already in --out")
+    progress: bool = option(True, group="outputs", flag="--no-progress", help="no progress bar")
+    verbose: bool = option(False, group="outputs", short="-v", help="debug logging")
     description: str | None = None  # a preset's one-line description (`--protocol list`)
 
     def table_title(self) -> str | None:
@@ -93,56 +226,11 @@ class RunConfig:
         return "Table 3" if self.protocol == CropScheme() else None
 
     def validate(self) -> None:
-        """Check every value's type and range; resolve the default crop set."""
-        for name in (
-            "table",
-            "overwrite",
-            "channels_last",
-            "compile",
-            "progress",
-            "verbose",
-            "trust_checkpoints",
-            "ema",
-            "resume",
-            "strict",
-            "compare_merges",
-            "save_logits",
-        ):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{_option(name)} must be true or false, got {short_repr(getattr(self, name))}")
-        for name in ("data", "labels", "out", "crops", "real_labels", "description"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{_option(name)} must be a string (a path or name), got {short_repr(value)}")
-        if not isinstance(self.models, list) or not all(isinstance(m, str) for m in self.models):
-            raise ConfigError(f"{_option('models')} must be a list of paths or globs, got {short_repr(self.models)}")
-        if self.batch_size != "auto" and (type(self.batch_size) is not int or self.batch_size < 1):
-            raise ConfigError(
-                f"{_option('batch_size')} must be a positive integer or auto, got {short_repr(self.batch_size)}"
-            )
-        for name in ("limit", "save_every", "curve_samples"):
-            value = getattr(self, name)
-            if value is not None and (type(value) is not int or value < 1):
-                raise ConfigError(f"{_option(name)} must be a positive integer, got {short_repr(value)}")
-        value = self.save_interval
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            raise ConfigError(
-                f"{_option('save_interval')} must be a positive number of seconds, got {short_repr(value)}"
-            )
-        check_workers(self.workers)
-        if type(self.seed) is not int or self.seed < 0:
-            raise ConfigError(f"{_option('seed')} must be an integer >= 0, got {short_repr(self.seed)}")
-        if self.merge not in MERGES:
-            raise ConfigError(f"{_option('merge')} must be one of {list(MERGES)}, got {short_repr(self.merge)}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"{_option('precision')} must be fp32, bf16 or fp16, got {short_repr(self.precision)}")
-        for name, allowed in (("views", VIEW_MODES), ("resize_backend", BACKENDS)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"{_option(name)} must be one of {list(allowed)}, got {short_repr(getattr(self, name))}"
-                )
-        if self.device not in DEVICES:
-            raise ConfigError(f"{_option('device')} must be one of {list(DEVICES)}, got {short_repr(self.device)}")
+        """Check every value's type and range (each field's kind, from its definition above);
+        resolve the default crop set."""
+        for f in dataclasses.fields(self):
+            if f.name != "protocol":
+                _check_value(f, getattr(self, f.name))
         sets = self.protocol.crop_sets
         if self.crops is None:
             self.crops = "144" if "144" in sets else max(sets, key=lambda n: len(self.protocol.set_indices(n)))
@@ -163,7 +251,43 @@ class RunConfig:
         return d
 
 
-FIELD_NAMES = {f.name for f in dataclasses.fields(RunConfig)}
+def _check_value(f: dataclasses.Field, value: Any) -> None:
+    """ConfigError when `value` is not what field `f` takes (its type, kind or choices)."""
+    kind, choices, name = f.metadata.get("kind"), f.metadata.get("choices"), f.name
+    if kind == "workers":
+        check_workers(value)
+        return
+    problem = None
+    if f.type == "bool" and not isinstance(value, bool):
+        problem = "must be true or false"
+    elif f.type == "str | None" and value is not None and not isinstance(value, str):
+        problem = "must be a string (a path or name)"
+    elif kind == "paths" and (not isinstance(value, list) or not all(isinstance(m, str) for m in value)):
+        problem = "must be a list of paths or globs"
+    elif kind == "batch_size" and value != "auto" and (type(value) is not int or value < 1):
+        problem = "must be a positive integer or auto"
+    elif kind == "positive_int" and value is not None and (type(value) is not int or value < 1):
+        problem = "must be a positive integer"
+    elif kind == "count" and (type(value) is not int or value < 0):
+        problem = "must be an integer >= 0"
+    elif kind == "positive_float" and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf
+    ):
+        problem = "must be a positive number of seconds"
+    elif choices is not None and value not in choices:
+        problem = f"must be one of {list(choices)}"
+    if problem:
+        raise ConfigError(f"{_option(name)} {problem}, got {short_repr(value)}")
+
+
+def command_options() -> list[dataclasses.Field]:
+    """The RunConfig fields that are command-line options, in --help order (by group)."""
+    fields = [f for f in dataclasses.fields(RunConfig) if f.metadata.get("group")]
+    return sorted(fields, key=lambda f: GROUPS.index(f.metadata["group"]))
+
+
+RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+FIELD_NAMES = set(RUN_FIELDS)
 
 
 def max_workers() -> int:
@@ -193,8 +317,8 @@ def default_batch_size(device_type: str) -> int:
 
 def _option(name: str) -> str:
     """How a setting is spelled in YAML and on the command line, for messages."""
-    flags = {"channels_last": "--no-channels-last", "progress": "--no-progress"}
-    return f"{name} ({flags.get(name, '--' + name.replace('_', '-'))})"
+    spec = RUN_FIELDS[name].metadata if name in RUN_FIELDS else {}
+    return f"{name} ({spec.get('flag', '--' + name.replace('_', '-'))})"
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -24,7 +24,7 @@ Nothing here knows about files, argv or devices: `plan_crops` is arithmetic on i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING
 
 from .errors import UserError, short_repr
@@ -173,6 +173,12 @@ class CropScheme:
     def __post_init__(self) -> None:
         # Sizes first, so nothing in proportion to a hostile request (a grid's cell names, the
         # views, the crop sets) is made before it is refused.
+        self._check_options()
+        self._check_views()
+        object.__setattr__(self, "crop_sets", self._normalized_sets())
+
+    def _check_options(self) -> None:
+        """The axes' lengths, the grid, the resize and flip options."""
         for axis in AXES:
             if len(getattr(self, axis)) > MAX_VIEWS:
                 raise SchemeError(
@@ -188,6 +194,9 @@ class CropScheme:
                 f"flip: {_shown(self.flip)} is not one of {list(FLIP_MODES)} (crop: mirror each crop; image: crop "
                 "the mirrored image, as torchvision's TenCrop)"
             )
+
+    def _check_views(self) -> None:
+        """The sizes, the number of views, each axis's values, the pixels an image costs."""
         _check_size("crop_size", self.crop_size)
         if not self.scales:
             raise SchemeError("scales must list at least one size, like [256]")
@@ -221,6 +230,9 @@ class CropScheme:
                 f"the scheme makes {pixels:,} pixels per image (its resized images and its {views} views), more "
                 f"than the {MAX_PIXELS:,} allowed; use fewer or smaller views or scales"
             )
+
+    def _normalized_sets(self) -> dict[str, dict[str, tuple]]:
+        """The crop sets, each checked against the axes, as {name: {axis: values}}."""
         if not self.crop_sets:
             raise SchemeError("a crop scheme needs at least one crop set")
         if len(self.crop_sets) > MAX_CROP_SETS:
@@ -248,7 +260,7 @@ class CropScheme:
                         f"{short_repr(list(getattr(self, axis)))}"
                     )
             normalized[set_name] = {a: tuple(v) for a, v in selection.items()}
-        object.__setattr__(self, "crop_sets", normalized)
+        return normalized
 
     def pixels_per_image(self) -> int:
         """Pixels one image costs: its resized images, counted s x s (the least an image gives),
@@ -354,19 +366,7 @@ class CropScheme:
             raise SchemeError(
                 f"protocol must be a mapping (scales, crop_size, regions, crops, ...), got {short_repr(data)}"
             )
-        known = {
-            "scales",
-            "crop_size",
-            "regions",
-            "squares",
-            "crops",
-            "grid",
-            "flips",
-            "crop_sets",
-            "interpolation",
-            "antialias",
-            "flip",
-        }
+        known = {f.name for f in fields(cls)} | {"squares"}
         unknown = set(data) - known
         if unknown:
             raise SchemeError(
@@ -383,42 +383,47 @@ class CropScheme:
         for key in ("interpolation", "antialias", "flip"):
             if key in data:
                 kwargs[key] = data[key]  # checked by the constructor
-        crops = data.get("crops")
-        if isinstance(crops, dict):
-            if set(crops) != {"grid"} or type(crops["grid"]) is not int or crops["grid"] <= 0:
-                raise SchemeError(f"crops as a mapping must be {{grid: N}} with N >= 1, got {short_repr(crops)}")
-            _check_grid(crops["grid"])  # before its N^2 cell names are made
-            if kwargs.get("grid", crops["grid"]) != crops["grid"]:
-                raise SchemeError(f"grid: {kwargs['grid']} contradicts crops: {{grid: {crops['grid']}}}")
-            kwargs["grid"] = crops["grid"]
-            kwargs["crops"] = grid_cells(crops["grid"])
-        elif crops is not None:
-            kwargs["crops"] = _as_tuple(crops, "crops", str)
+        if data.get("crops") is not None:
+            kwargs.update(_parse_crops(data["crops"], kwargs.get("grid")))
         for axis, key in (("scales", "scales"), ("regions", "regions"), ("regions", "squares"), ("flips", "flips")):
             if key in data:
                 kwargs[axis] = _as_tuple(data[key], key, int if axis == "scales" else str)
         if "crop_sets" in data:
-            sets = data["crop_sets"]
-            if not isinstance(sets, dict):
-                raise SchemeError(f"crop_sets must be a mapping of name -> selection, got {short_repr(sets)}")
-            if len(sets) > MAX_CROP_SETS:
-                raise SchemeError(
-                    f"crop_sets: {len(sets):,} sets, more than the {MAX_CROP_SETS} allowed; name fewer sets"
-                )
-            parsed = {}
-            for name, selection in sets.items():
-                selection = selection or {}
-                if not isinstance(selection, dict):
-                    raise SchemeError(
-                        f"crop set {short_repr(name)} must be a mapping like {{scales: [256]}}, "
-                        f"got {short_repr(selection)}"
-                    )
-                parsed[str(name)] = {
-                    str(a): _as_tuple(v, f"crop set {short_repr(name)} {str(a)[:60]}", int if a == "scales" else str)
-                    for a, v in selection.items()
-                }
-            kwargs["crop_sets"] = parsed
+            kwargs["crop_sets"] = _parse_crop_sets(data["crop_sets"])
         return cls(**kwargs)
+
+
+def _parse_crops(crops: object, grid: int | None) -> dict:
+    """The `crops` entry: a list of names, or {grid: N} for the N x N grid's cells (`grid`: the
+    scheme's own grid entry, which must agree)."""
+    if not isinstance(crops, dict):
+        return {"crops": _as_tuple(crops, "crops", str)}
+    if set(crops) != {"grid"} or type(crops["grid"]) is not int or crops["grid"] <= 0:
+        raise SchemeError(f"crops as a mapping must be {{grid: N}} with N >= 1, got {short_repr(crops)}")
+    _check_grid(crops["grid"])  # before its N^2 cell names are made
+    if grid is not None and grid != crops["grid"]:
+        raise SchemeError(f"grid: {grid} contradicts crops: {{grid: {crops['grid']}}}")
+    return {"grid": crops["grid"], "crops": grid_cells(crops["grid"])}
+
+
+def _parse_crop_sets(sets: object) -> dict[str, dict[str, tuple]]:
+    """The `crop_sets` entry: {name: {axis: values}}, each value list checked for its type."""
+    if not isinstance(sets, dict):
+        raise SchemeError(f"crop_sets must be a mapping of name -> selection, got {short_repr(sets)}")
+    if len(sets) > MAX_CROP_SETS:
+        raise SchemeError(f"crop_sets: {len(sets):,} sets, more than the {MAX_CROP_SETS} allowed; name fewer sets")
+    parsed = {}
+    for name, selection in sets.items():
+        selection = selection or {}
+        if not isinstance(selection, dict):
+            raise SchemeError(
+                f"crop set {short_repr(name)} must be a mapping like {{scales: [256]}}, got {short_repr(selection)}"
+            )
+        parsed[str(name)] = {
+            str(a): _as_tuple(v, f"crop set {short_repr(name)} {str(a)[:60]}", int if a == "scales" else str)
+            for a, v in selection.items()
+        }
+    return parsed
 
 
 def _as_tuple(value: object, what: str, kind: type) -> tuple:

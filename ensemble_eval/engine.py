@@ -26,25 +26,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import distributed as D
 from .checkpoints import Member
-from .crops import CropScheme
+from .config import DEFAULT_SAVE_EVERY, DEFAULT_SAVE_INTERVAL
 from .data import DataError, Sample
 from .ensemble import Accumulator, BatchResult, EvalResult, NonFiniteOutputs, Plan, run_batches
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, stop_signals
-from .views import Geometries
+from .execution import Execution
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Saving:
-    """When the loop hands finished batches to its `save` callback."""
+    """Where the loop hands finished batches (`save`, on rank 0), and how often."""
 
-    every_images: int = 32  # per process
-    interval: float = 60.0  # seconds
+    save: Callable[[list[BatchResult]], None]
+    every_images: int = DEFAULT_SAVE_EVERY  # per process
+    interval: float = DEFAULT_SAVE_INTERVAL  # seconds
+    strict_hint: str = ""  # added to the message of an undecodable image under --strict
 
 
 def progress_bar(total: int, enabled: bool, initial: int = 0):
@@ -109,30 +110,24 @@ def evaluate_batches(
     samples: list[Sample],
     plan: Plan,
     members: list[Member],
-    device: torch.device,
     todo: list[int],
-    save: Callable[[list[BatchResult]], None],
+    *,
+    saving: Saving,
+    execution: Execution,
     progress: Progress,
-    saving: Saving = Saving(),
-    workers: int = 0,
-    channels_last: bool = True,
-    strict: bool = False,
-    strict_hint: str = "",
-    world: D.World = D.World(),
-    compile: bool = False,
 ) -> None:
-    """Evaluate the global batches `todo` (sharded over the world), handing finished ones to
-    `save` on rank 0 (every `saving.every_images` images per process, every `saving.interval`
-    seconds, and at the end).
+    """Evaluate the global batches `todo` (sharded over `execution.world`), handing finished
+    ones to `saving.save` on rank 0 (every `saving.every_images` images per process, every
+    `saving.interval` seconds, and at the end).
 
-    `compile`: torch.compile the members first (ensemble.place_members).
-    `strict`: an undecodable image stops the loop with a DataError once the clean batches
-    before it are saved (a batch holding it is not saved, so it is redone after a fix).
+    `execution.strict`: an undecodable image stops the loop with a DataError once the clean
+    batches before it are saved (a batch holding it is not saved, so it is redone after a fix).
     """
+    world, strict = execution.world, execution.strict
     mine = D.shard(todo, world)
     steps = math.ceil(len(todo) / world.world_size)  # the same on every process
     set_index = plan.set_names.index(plan.requested_set)
-    batches = run_batches(samples, mine, plan, members, device, workers, channels_last, compile)
+    batches = run_batches(samples, mine, plan, members, execution)
     pending: list[BatchResult] = []
     failure = None  # (kind, text) of the first problem that stops the run: "data" (--strict) or "nonfinite"
     since_save = 0  # the world's images since the last save (rank 0's count)
@@ -154,7 +149,7 @@ def evaluate_batches(
             due = since_save + counts[0] + counts[1] >= saving.every_images * world.world_size
             due = due or time.monotonic() - last_save >= saving.interval
             flags = [int(world.is_main and due), int(failure is not None)]
-            world_counts = D.all_reduce_sum(counts + flags, world, device)
+            world_counts = D.all_reduce_sum(counts + flags, world, execution.device)
             images, skipped, top1, top5, save_now, stop = world_counts
             if world.is_main:
                 progress.add(images, skipped, top1, top5)
@@ -163,15 +158,15 @@ def evaluate_batches(
                 gathered = D.gather_to_main((pending, failure), world)
                 stopped = None
                 if world.is_main:
-                    save([r for part, _ in gathered for r in part])
+                    saving.save([r for part, _ in gathered for r in part])
                     stopped = next((f for _, f in gathered if f), None)
                 pending, since_save, last_save = [], 0, time.monotonic()
                 if stop:
-                    _raise_failure(D.broadcast_from_main(stopped, world), strict_hint)
+                    _raise_failure(D.broadcast_from_main(stopped, world), saving.strict_hint)
     except KeyboardInterrupt:
         if world.world_size == 1 and pending:  # keep the finished batches (a torchrun world saves at its steps)
             with stop_signals(signal.SIG_IGN):  # a second Ctrl-C is ignored until the save is done
-                save(pending)
+                saving.save(pending)
         raise
 
 
@@ -182,33 +177,13 @@ def _raise_failure(failure: tuple[str, str], strict_hint: str) -> None:
     raise DataError(f"cannot decode image {text}{strict_hint}", reason=text.split(": ", 1)[-1])
 
 
-def evaluate(
-    samples: list[Sample],
-    members: list[Member],
-    scheme: CropScheme,
-    set_names: list[str],
-    requested_set: str,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
-    channels_last: bool = True,
-    progress: bool = True,
-    strict: bool = True,
-    precision: str = "fp32",
-    compile: bool = False,
-    geometries: Geometries | None = None,
-) -> EvalResult:
-    """Evaluate the ensemble on `samples` for every crop set in `set_names`, in memory.
+def evaluate(samples: list[Sample], members: list[Member], plan: Plan, execution: Execution) -> EvalResult:
+    """Evaluate the ensemble on `samples` as `plan` says (every crop set of it), in memory.
 
-    Only the crops some set needs are extracted. `batch_size` is the number of crops per
-    forward pass; a loader batch holds max(1, batch_size // K) images. Undecodable images
-    raise DataError when `strict`, else they are left out and listed in `skipped`.
-    `geometries` (views.member_geometries): each member's own views; None: every member on
-    `scheme` as it is.
+    Only the crops some set needs are extracted. Undecodable images raise DataError when
+    `execution.strict`, else they are left out and listed in `skipped`.
     """
-    plan = Plan.make(
-        scheme, set_names, requested_set, batch_size, precision, num_members=len(members), geometries=geometries
-    )
+    set_names = list(plan.set_names)
     acc = Accumulator(len(members), set_names)
     probs = np.zeros((len(samples), members[0].num_classes), dtype=np.float32)
     evaluated = np.zeros(len(samples), dtype=bool)
@@ -219,24 +194,11 @@ def evaluate(
             probs[r.indices] = r.probs
             evaluated[r.indices] = True
 
-    bar = Progress(len(samples), progress, plan.crops_per_image, len(members))
+    bar = Progress(len(samples), execution.progress, plan.crops_per_image, len(members))
     start = time.perf_counter()
     try:
         todo = list(range(plan.num_batches(len(samples))))
-        evaluate_batches(
-            samples,
-            plan,
-            members,
-            device,
-            todo,
-            keep,
-            bar,
-            Saving(1, 0.0),
-            workers,
-            channels_last,
-            strict,
-            compile=compile,
-        )
+        evaluate_batches(samples, plan, members, todo, saving=Saving(keep, 1, 0.0), execution=execution, progress=bar)
     finally:
         bar.close()
     return EvalResult(
@@ -246,7 +208,7 @@ def evaluate(
         plan.crops_per_image,
         acc.tally(),
         probs[evaluated],
-        requested_set,
+        plan.requested_set,
         time.perf_counter() - start,
         [(samples[i].rel_path, reason) for i, reason in acc.skipped],
     )
@@ -286,7 +248,7 @@ def _open_store(store, config, members, samples, plan, world: D.World):
 def _batch_choice(config, store, members, samples, set_names, device, world: D.World, geometries=None):
     """Rank 0 settles the forward batch (autobatch.choose: given, resumed, cached or timed)
     and logs it; every process gets the same choice, or the same ResumeError."""
-    from .autobatch import choose
+    from .autobatch import Workload, choose
     from .config import default_batch_size
     from .crops import needed_indices
     from .runstate import ResumeError
@@ -296,19 +258,9 @@ def _batch_choice(config, store, members, samples, set_names, device, world: D.W
         try:
             recorded = store.recorded_batch_size() if config.resume else None
             indices = needed_indices(config.protocol, set_names)
-            choice = choose(
-                config.batch_size,
-                members,
-                samples,
-                config.protocol,
-                indices,
-                device,
-                config.channels_last,
-                config.precision,
-                default_batch_size(device.type),
-                recorded,
-                geometries=geometries,
-            )
+            work = Workload(config.protocol, indices, device, config.channels_last, config.precision, geometries)
+            default = default_batch_size(device.type)
+            choice = choose(config.batch_size, members, samples, work, default, recorded=recorded)
             if choice.source in ("timed", "cache"):  # the others are in summary.json (and -v)
                 print(f"ensemble-eval: {choice.describe()}", file=sys.stderr)
             else:
@@ -342,7 +294,7 @@ def run_evaluation(
         set_names,
         config.crops,
         choice.batch_size,
-        config.precision,
+        precision=config.precision,
         num_members=len(members),
         merges=config.merges,
         curve_samples=config.curve_samples,
@@ -365,21 +317,15 @@ def run_evaluation(
     done = (opened.images, opened.skipped, opened.top1, opened.top5)
     progress = Progress(len(samples), config.progress and world.is_main, plan.crops_per_image, len(members), done)
     try:
+        hint = " (--strict: stopped; the images before it are saved, fix or remove the file, then add --resume)"
         evaluate_batches(
             samples,
             plan,
             members,
-            device,
             remaining,
-            save,
-            progress,
-            Saving(config.save_every, config.save_interval),
-            config.workers,
-            config.channels_last,
-            config.strict,
-            " (--strict: stopped; the images before it are saved, fix or remove the file, then add --resume)",
-            world,
-            config.compile,
+            saving=Saving(save, config.save_every, config.save_interval, hint),
+            execution=Execution.of(config, device, world),
+            progress=progress,
         )
     except KeyboardInterrupt:
         progress.close()  # before the message, so the bar does not overwrite it

@@ -18,10 +18,13 @@ import torch
 from torch import nn
 
 from .checkpoints import Member
+from .config import DEFAULT_CURVE_SAMPLES, DEFAULT_SEED
 from .crops import CropScheme
 from .data import Sample, Views, crop_loader
 from .errors import UserError
+from .execution import Execution
 from .merge import CropGroups, curve_subsets, group_statistics, merge_records, statistics_for, table_rows
+from .merge_modes import DEFAULT_MERGE
 from .metrics import Tally, hits_from_top5
 from .records import per_image_layout
 from .views import Geometries
@@ -198,7 +201,7 @@ class Plan:
     batch_size: int  # crops per forward pass
     images_per_batch: int
     precision: str = "fp32"
-    merges: tuple[str, ...] = ("mean-prob",)  # the first is the reported one
+    merges: tuple[str, ...] = (DEFAULT_MERGE,)  # the first is the reported one
     subsets: tuple[tuple[int, ...], ...] = ((0,),)  # member subsets: singletons, all, then the curve's
     save_statistics: bool = False  # keep float16 group statistics per image (--save-logits)
     geometries: Geometries | None = None  # each member's view and scaled scheme (given None: all on `scheme`)
@@ -214,11 +217,12 @@ class Plan:
         set_names: list[str],
         requested_set: str,
         batch_size: int,
+        *,
         precision: str = "fp32",
         num_members: int = 1,
-        merges: tuple[str, ...] = ("mean-prob",),
-        curve_samples: int = 64,
-        seed: int = 0,
+        merges: tuple[str, ...] = (DEFAULT_MERGE,),
+        curve_samples: int = DEFAULT_CURVE_SAMPLES,
+        seed: int = DEFAULT_SEED,
         save_statistics: bool = False,
         geometries: Geometries | None = None,
     ) -> Plan:
@@ -353,18 +357,12 @@ def empty_result(
 
 
 def run_batches(
-    samples: list[Sample],
-    batch_ids: list[int],
-    plan: Plan,
-    members: list[Member],
-    device: torch.device,
-    workers: int,
-    channels_last: bool = True,
-    compile: bool = False,
+    samples: list[Sample], batch_ids: list[int], plan: Plan, members: list[Member], execution: Execution
 ) -> Iterator[BatchResult]:
     """Evaluate the given global batches, in order, yielding one BatchResult each."""
+    device, channels_last = execution.device, execution.channels_last
     prepare_device(device, not plan.scheme.uncropped(list(plan.indices)))
-    runners = place_members(members, device, channels_last, compile)
+    runners = place_members(members, device, channels_last, execution.compile)
     groups = plan.groups
     names = statistics_for(plan.merges)
     member_names = [m.name for m in members]
@@ -377,7 +375,7 @@ def run_batches(
         plan.loader_schemes,
         list(plan.indices),
         [list(range(b * plan.images_per_batch, min((b + 1) * plan.images_per_batch, len(samples)))) for b in batch_ids],
-        workers,
+        execution.workers,
         pin_memory=device.type == "cuda",
         backend=geometries.backend,
     )
@@ -507,7 +505,7 @@ class EvalResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
     resumed: bool = False
     world_size: int = 1
-    merges: tuple[str, ...] = ("mean-prob",)
+    merges: tuple[str, ...] = (DEFAULT_MERGE,)
     sessions: int = 1  # sessions of a resumed run (seconds covers them all)
 
     @property

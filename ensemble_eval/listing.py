@@ -91,6 +91,9 @@ class ImageClass:
     name: str
 
 
+IMAGENET_CLASSES = 1000  # ImageNet-1k: the classes of labels given as wnids
+
+
 @lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[ImageClass, ...]:
     """The 1000 ImageNet-1k classes in the canonical (sorted wnid) order."""

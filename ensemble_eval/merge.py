@@ -1,4 +1,4 @@
-"""Merging crops and members into one prediction: the four merge modes, crop groups, subsets.
+"""Merging crops and members into one prediction: the merge modes' arithmetic, crop groups, subsets.
 
 Pure tensor code, used by the live run (ensemble.run_batches) and by `ensemble-eval report`
 when it rebuilds results from saved group statistics (logits.npz): the same functions, so a
@@ -6,7 +6,8 @@ rebuilt number is computed exactly as the live one.
 
 Crop sets are unions of disjoint crop *groups* (for nested sets 1 < 10 < 144: the 1 crop, the
 other 9 of the 10, the other 134). Per member, per image, per group one statistic is kept per
-merge mode, and every set, member subset and merge is derived from those:
+merge mode, and every set, member subset and merge is derived from those (the modes are
+defined in merge_modes.py; today's four):
 
     merge       statistic per group          per member and set         members -> probabilities
     mean-prob   mean softmax probability     group-size-weighted mean   mean (the paper's)
@@ -26,9 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .merge_modes import mode, statistic_parts
 from .metrics import topk_row_hits
-
-STATISTIC = {"mean-prob": "prob_mean", "mean-logit": "logit_mean", "geo-mean": "logprob_mean", "max-crop": "prob_max"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class CropGroups:
 
 
 def statistics_for(merges: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(STATISTIC[m] for m in merges))
+    return tuple(dict.fromkeys(mode(m).statistic for m in merges))
 
 
 def group_statistics(logits: torch.Tensor, groups: CropGroups, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -73,25 +73,28 @@ def group_statistics(logits: torch.Tensor, groups: CropGroups, names: tuple[str,
     logits: float32 [..., K, C] (K crops). Returns {name: float32 [..., G, C]} for the
     statistic names asked for (values of STATISTIC).
     """
-    need_probs = any(n in ("prob_mean", "prob_max") for n in names)
-    probs = torch.softmax(logits, dim=-1) if need_probs else None
-    logprobs = torch.log_softmax(logits, dim=-1) if "logprob_mean" in names else None
-    source = {"prob_mean": probs, "logit_mean": logits, "logprob_mean": logprobs, "prob_max": probs}
+    kinds = {statistic_parts(n)[0] for n in names}
+    source = {"logit": logits}
+    if "prob" in kinds:
+        source["prob"] = torch.softmax(logits, dim=-1)
+    if "logprob" in kinds:
+        source["logprob"] = torch.log_softmax(logits, dim=-1)
     k = logits.shape[-2]
     out = {}
     for name in names:
-        x = source[name]
+        of, over = statistic_parts(name)
+        x = source[of]
         parts = []
         for pos in groups.positions:
             part = x if len(pos) == k else x[..., list(pos), :]
-            parts.append(part.amax(dim=-2) if name == "prob_max" else part.mean(dim=-2))
+            parts.append(part.amax(dim=-2) if over == "max" else part.mean(dim=-2))
         out[name] = torch.stack(parts, dim=-2)
     return out
 
 
 def set_statistic(stat: torch.Tensor, name: str, groups: CropGroups) -> torch.Tensor:
     """A group statistic [..., G, C] combined into each crop set: [..., S, C] (float32)."""
-    if name == "prob_max":
+    if statistic_parts(name)[1] == "max":
         return torch.stack([stat[..., list(g), :].amax(dim=-2) for g in groups.sets], dim=-2)
     w = groups.set_weights().to(device=stat.device, dtype=torch.float64)
     out = torch.einsum("sg,...gc->...sc", w, stat.double())
@@ -115,13 +118,12 @@ def merged_probabilities(set_stat: torch.Tensor, merge: str, weights: torch.Tens
     """
     m = set_stat.shape[0]
     mixed = (weights @ set_stat.reshape(m, -1)).view(weights.shape[0], *set_stat.shape[1:])
-    if merge == "mean-prob":
-        return mixed
-    if merge in ("mean-logit", "geo-mean"):
+    over_members = mode(merge).over_members
+    if over_members == "softmax":
         return torch.softmax(mixed, dim=-1)
-    if merge == "max-crop":
+    if over_members == "renormalise":
         return mixed / mixed.sum(dim=-1, keepdim=True)
-    raise ValueError(f"unknown merge {merge!r}")
+    return mixed
 
 
 def prediction_records(probs: torch.Tensor, targets: torch.Tensor, k: int = 5) -> dict[str, torch.Tensor]:
@@ -201,7 +203,7 @@ def merge_records(
     correct = []
     requested = None
     for merge in merges:
-        name = STATISTIC[merge]
+        name = mode(merge).statistic
         set_stat = set_statistic(statistics[name], name, groups)  # [M, B, S, C]
         probs = merged_probabilities(set_stat, merge, rows)  # [M + 1, B, S, C]
         for key, value in prediction_records(probs, targets).items():

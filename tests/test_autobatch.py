@@ -131,10 +131,10 @@ def test_a_resumed_run_keeps_the_size_it_started_with(tmp_path, demo_ckpts, batc
     ],
 )
 def test_batch_size_flag(args, expected):
-    from ensemble_eval.cli import build_parser
+    from ensemble_eval.cli import command_parser
     from ensemble_eval.config import build_config
 
-    values = vars(build_parser().parse_args(["--models", "a.pt", "--data", "d", *args]))
+    values = vars(command_parser("run").parse_args(["--models", "a.pt", "--data", "d", *args]))
     assert build_config(values.pop("config", None), values).batch_size == expected
 
 
@@ -181,19 +181,8 @@ def test_choose_times_every_candidate_on_the_device(device, samples, demo_models
     model = copy.deepcopy(demo_models[1])  # the session's model stays on the CPU
     members = [Member("m", "", ArchSpec("torchvision-googlenet", 1000, False), model, Convention())]
     dev = torch.device(device)
-    choice = autobatch.choose(
-        "auto",
-        members,
-        samples,
-        SMALL,
-        SMALL.set_indices("10"),
-        dev,
-        True,
-        "fp32",
-        16,
-        min_timed_run=0,
-        use_cache=False,
-    )
+    work = autobatch.Workload(SMALL, SMALL.set_indices("10"), dev, True, "fp32")
+    choice = autobatch.choose("auto", members, samples, work, 16, min_timed_run=0, use_cache=False)
     candidates = autobatch.CANDIDATES[dev.type]
     assert choice.source == "timed" and choice.batch_size in choice.tried and set(choice.tried) <= set(candidates)
     assert choice.crops_per_s == max(choice.tried.values()) > 0 and len(choice.tried) >= 2

@@ -25,10 +25,10 @@ def _flags(parser) -> set[str]:
 
 
 PARSERS = {
-    "main": _flags(cli.build_parser()),
-    "validate": _flags(cli.build_validate_parser()),
-    "check-data": _flags(cli.build_check_data_parser()),
-    "report": _flags(cli.build_report_parser()),
+    "main": _flags(cli.command_parser("run")),
+    "validate": _flags(cli.command_parser("validate")),
+    "check-data": _flags(cli.command_parser("check-data")),
+    "report": _flags(cli.command_parser("report")),
 }
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import DATA, QUICK, SMALL
 from test_scale import ENV, _chunks, _kill_after, _run
 
@@ -21,6 +20,7 @@ from ensemble_eval import records
 from ensemble_eval.cli import main
 from ensemble_eval.engine import Progress, Saving, evaluate_batches
 from ensemble_eval.ensemble import Plan
+from ensemble_eval.execution import Execution
 from ensemble_eval.rundir import RunLock
 
 
@@ -55,10 +55,11 @@ def test_saves_by_images_and_by_time(demo_models, samples):
     members = [Member("m", "", ArchSpec("torchvision-googlenet", 1000, False), demo_models[1], Convention())]
     plan = Plan.make(SMALL, ["1"], "1", batch_size=1)  # one image per batch: 4 batches
     subset = samples[:4]
-    for saving, expected in ((Saving(10**6, 10**6), [4]), (Saving(2, 10**6), [2, 2]), (Saving(10**6, 0.0), [1] * 4)):
+    for every, interval, expected in ((10**6, 10**6, [4]), (2, 10**6, [2, 2]), (10**6, 0.0, [1] * 4)):
         calls = []
+        saving = Saving(calls.append, every, interval)
         bar = Progress(4, False, plan.crops_per_image, 1)
-        evaluate_batches(subset, plan, members, torch.device("cpu"), [0, 1, 2, 3], calls.append, bar, saving)
+        evaluate_batches(subset, plan, members, [0, 1, 2, 3], saving=saving, execution=Execution(), progress=bar)
         assert [len(c) for c in calls] == expected, saving
         assert bar.images == 4 and 0 <= bar.top1 <= bar.top5 <= 4
 

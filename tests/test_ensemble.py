@@ -13,7 +13,8 @@ from reference_protocol import reference_probs
 from ensemble_eval.checkpoints import Convention, Member
 from ensemble_eval.crops import extract_crops
 from ensemble_eval.engine import evaluate
-from ensemble_eval.ensemble import place_members
+from ensemble_eval.ensemble import Plan, place_members
+from ensemble_eval.execution import Execution
 from ensemble_eval.models import ArchSpec
 
 # Two members with different input conventions: each must get its own normalization.
@@ -92,17 +93,8 @@ def test_probabilities_are_averaged_not_logits(images, demo_models):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_evaluate_matches_reference_and_counts(samples, images, demo_models, device, workers):
     members = _members(demo_models)
-    result = evaluate(
-        samples,
-        members,
-        SMALL,
-        ["1", "10", "72"],
-        "10",
-        torch.device(device),
-        batch_size=50,
-        workers=workers,
-        progress=False,
-    )
+    plan = Plan.make(SMALL, ["1", "10", "72"], "10", batch_size=50, num_members=len(members))
+    result = evaluate(samples, members, plan, Execution(torch.device(device), workers))
     assert result.probs.shape == (8, 1000) and result.probs.dtype == np.float32
     assert result.crops_per_set == {"1": 1, "10": 10, "72": 72} and result.crops_per_image == 72
     targets = torch.tensor([s.target for s in samples])

@@ -291,7 +291,7 @@ def test_choose_times_again_rather_than_use_an_absurd_size(cache_dir):
     scheme = CropScheme()
     cpu = torch.device("cpu")
     key = autobatch.cache_key([], cpu, scheme.crop_size, False, "fp32", True)
-    args = ("auto", [], [], scheme, [0], cpu, True, "fp32", 16)
+    args = ("auto", [], [], autobatch.Workload(scheme, [0], cpu, True, "fp32"), 16)
     (cache_dir / autobatch.CACHE_NAME).write_text(json.dumps({key: SOUND | {"batch_size": 10**9}}))
     choice = autobatch.choose(*args)  # no sample to time on: the default, not a billion
     assert choice.source == "default" and choice.batch_size == 16

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from ensemble_eval.merge import (
-    STATISTIC,
     CropGroups,
     curve_subsets,
     group_statistics,
@@ -19,6 +18,7 @@ from ensemble_eval.merge import (
     set_statistic,
     subset_matrix,
 )
+from ensemble_eval.merge_modes import STATISTIC
 
 MERGES = tuple(STATISTIC)
 

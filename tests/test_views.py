@@ -31,6 +31,8 @@ from ensemble_eval.crops import CropScheme, SchemeError, extract_crops
 from ensemble_eval.data import list_samples
 from ensemble_eval.demo import fit_demo_head
 from ensemble_eval.engine import evaluate
+from ensemble_eval.ensemble import Plan
+from ensemble_eval.execution import Execution
 from ensemble_eval.models import ArchSpec
 from ensemble_eval.views import Geometries, member_geometries, one_crop_scheme, resolve_view
 
@@ -50,7 +52,7 @@ def _sensitive(model, images, samples, crop):
 
 def _tool_probs(member, samples, backend="tensor", mode="native"):
     geo = member_geometries([member], PAPER, mode, backend)
-    result = evaluate(samples, [member], PAPER, ["1"], "1", torch.device("cpu"), 4, 0, progress=False, geometries=geo)
+    result = evaluate(samples, [member], Plan.make(PAPER, ["1"], "1", 4, geometries=geo), Execution())
     return torch.from_numpy(result.probs), geo
 
 
@@ -223,7 +225,8 @@ def test_mixed_resolution_ensemble_equals_a_per_member_reference(tmp_path, sampl
     members = load_members([str(tmp_path / "small.pt"), str(tmp_path / "big.ts")])
     geo = member_geometries(members, PAPER)
     assert [s.crop_size for s in geo.schemes] == [224, 299] and geo.of_member == (0, 1)
-    result = evaluate(picked, members, PAPER, ["10"], "10", torch.device("cpu"), 8, 0, progress=False, geometries=geo)
+    plan = Plan.make(PAPER, ["10"], "10", 8, num_members=2, geometries=geo)
+    result = evaluate(picked, members, plan, Execution())
 
     five = ("tl", "tr", "bl", "br", "center")
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
