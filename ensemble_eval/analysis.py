@@ -22,8 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,152 +34,10 @@ from .metrics import (
     ECE_BINS,
     Counts,
     expected_calibration_error,
-    hits_from_top5,
     mcnemar_exact,
     negative_log_likelihood,
 )
-
-RECORD_FIELDS = ("paths", "targets", "member_names", "set_names", "crops_per_set", "merges", "top5")
-RECORD_FIELDS += ("target_prob", "confidence", "subsets", "subset_correct")
-
-
-class RunDirError(UserError):
-    """A run directory (or one of its files) that cannot be read back."""
-
-
-@dataclass
-class RunRecords:
-    """The per-image records of a run (rows: each member alone, then all members)."""
-
-    paths: np.ndarray  # str [N], relative to the data root
-    targets: np.ndarray  # int64 [N]
-    member_names: list[str]
-    set_names: list[str]
-    crops_per_set: dict[str, int]
-    merges: list[str]  # the first is the reported one
-    top5: np.ndarray  # int [N, M + 1, S, R, 5]: the five best classes, best first
-    target_prob: np.ndarray  # float32 [N, M + 1, S, R]
-    confidence: np.ndarray  # float32 [N, M + 1, S, R]
-    subsets: np.ndarray  # bool [U, M]: members of each subset of the curve
-    subset_correct: np.ndarray  # int64 [U, S, R, 2]: top-1/top-5 correct counts
-
-    @property
-    def num_images(self) -> int:
-        return int(len(self.targets))
-
-    @property
-    def num_members(self) -> int:
-        return len(self.member_names)
-
-    def hits(self) -> np.ndarray:
-        """bool [N, M + 1, S, R, 2]: top-1 and top-5 hits."""
-        return hits_from_top5(self.top5, self.targets)
-
-    def with_merge_first(self, merge: str) -> RunRecords:
-        if merge not in self.merges:
-            raise RunDirError(
-                f"the run computed the merge modes {self.merges}, not {merge!r}; "
-                "evaluate again with --compare-merges (or --merge " + merge + ")"
-            )
-        order = [self.merges.index(merge)] + [i for i, m in enumerate(self.merges) if m != merge]
-        return replace(
-            self,
-            merges=[self.merges[i] for i in order],
-            top5=self.top5[:, :, :, order],
-            target_prob=self.target_prob[:, :, :, order],
-            confidence=self.confidence[:, :, :, order],
-            subset_correct=self.subset_correct[:, :, order],
-        )
-
-
-def _open_npz(path: Path, what: str):
-    if not path.is_file():
-        raise RunDirError(f"{path} does not exist; pass the --out directory of a finished run ({what})")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise RunDirError(
-            f"{path} cannot be read ({exc.__class__.__name__}); it is not a file ensemble-eval wrote"
-        ) from exc
-
-
-def _read(z, path: Path, name: str) -> np.ndarray:
-    try:
-        return z[name]
-    except KeyError:
-        raise RunDirError(
-            f"{path} has no {name!r} array (written by an older ensemble-eval, or not by it); evaluate again"
-        ) from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise RunDirError(f"{path}: array {name!r} cannot be read ({exc.__class__.__name__}); evaluate again") from exc
-
-
-def load_records(run_dir: Path) -> RunRecords:
-    """The records saved in RUN_DIR/predictions.npz, with their shapes checked."""
-    path = Path(run_dir) / "predictions.npz"
-    with _open_npz(path, "predictions.npz") as z:
-        a = {name: _read(z, path, name) for name in RECORD_FIELDS}
-    n, m, s, r = len(a["targets"]), len(a["member_names"]), len(a["set_names"]), len(a["merges"])
-    expected = {
-        "paths": (n,),
-        "crops_per_set": (s,),
-        "top5": (n, m + 1, s, r, 5),
-        "target_prob": (n, m + 1, s, r),
-        "confidence": (n, m + 1, s, r),
-        "subset_correct": (len(a["subsets"]), s, r, 2),
-    }
-    for name, shape in expected.items():
-        if a[name].shape != shape:
-            raise RunDirError(f"{path}: {name!r} has shape {a[name].shape}, expected {shape}; the file is damaged")
-    if a["subsets"].ndim != 2 or a["subsets"].shape[1] != m:
-        raise RunDirError(f"{path}: 'subsets' has shape {a['subsets'].shape}; the file is damaged")
-    set_names = [str(x) for x in a["set_names"]]
-    return RunRecords(
-        a["paths"],
-        a["targets"].astype(np.int64),
-        [str(x) for x in a["member_names"]],
-        set_names,
-        dict(zip(set_names, (int(c) for c in a["crops_per_set"]))),
-        [str(x) for x in a["merges"]],
-        a["top5"],
-        a["target_prob"],
-        a["confidence"],
-        a["subsets"].astype(bool),
-        a["subset_correct"].astype(np.int64),
-    )
-
-
-def npz_memmap(path: Path, name: str) -> np.ndarray:
-    """A read-only memory map of one array of an uncompressed .npz (as ensemble-eval writes them)."""
-    with zipfile.ZipFile(path) as zf:
-        try:
-            info = zf.getinfo(name + ".npy")
-        except KeyError:
-            raise RunDirError(f"{path} has no {name!r} array; evaluate again with --save-logits") from None
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise RunDirError(f"{path} is compressed; only files written by ensemble-eval can be read")
-        with open(path, "rb") as fh:
-            fh.seek(info.header_offset)
-            local = fh.read(30)
-            if local[:4] != b"PK\x03\x04":
-                raise RunDirError(f"{path} is damaged (bad zip entry for {name!r})")
-            name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
-            fh.seek(info.header_offset + 30 + name_len + extra_len)
-            try:
-                version = np.lib.format.read_magic(fh)
-                read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-                if version not in read_header:
-                    raise ValueError(f"npy version {version}")
-                shape, fortran, dtype = read_header[version](fh)
-            except ValueError as exc:
-                raise RunDirError(f"{path}: array {name!r} has a bad header; the file is damaged") from exc
-            if fortran or dtype.hasobject:
-                raise RunDirError(f"{path}: array {name!r} is not a plain array; the file is damaged")
-            offset = fh.tell()
-    size = int(np.prod(shape)) * dtype.itemsize
-    if offset + size > os.path.getsize(path):
-        raise RunDirError(f"{path}: array {name!r} is cut short; the file is damaged")
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+from .records import RunDirError, RunRecords, npz_memmap, open_logits
 
 
 def records_from_logits(
@@ -199,12 +56,9 @@ def records_from_logits(
     """
     import torch
 
-    from .merge import CropGroups, class_dtype, curve_subsets, merge_records, statistics_for
+    from .merge import class_dtype, curve_subsets, merge_records, statistics_for
 
-    path = Path(run_dir) / "logits.npz"
-    with _open_npz(path, "logits.npz, written with --save-logits") as z:
-        small = {k: _read(z, path, k) for k in ("paths", "targets", "member_names", "set_names", "crops_per_set")}
-        small |= {k: _read(z, path, k) for k in ("merges", "group_sizes", "set_groups")}
+    path, small = open_logits(run_dir)
     available = [str(x) for x in small["merges"]]
     missing = [m for m in merges if m not in available]
     if missing:
@@ -212,12 +66,7 @@ def records_from_logits(
             f"{path} holds statistics for {available}, not {missing}; evaluate again with --compare-merges"
         )
     set_names = [str(x) for x in small["set_names"]]
-    sizes = [int(x) for x in small["group_sizes"]]
-    starts = np.cumsum([0] + sizes)
-    groups = CropGroups(
-        tuple(tuple(range(starts[g], starts[g + 1])) for g in range(len(sizes))),
-        tuple(tuple(int(g) for g in np.flatnonzero(row)) for row in small["set_groups"]),
-    )
+    groups = _logit_groups(small)
     names = list(statistics_for(merges))
     stats = {name: npz_memmap(path, name) for name in names}
     n = len(small["targets"])
@@ -243,19 +92,24 @@ def records_from_logits(
         "confidence": np.zeros((0, rows, len(set_names), len(merges)), np.float32),
     }
     joined = {k: np.concatenate(v) if v else empty[k] for k, v in parts.items()}
-    all_names = [str(x) for x in small["member_names"]]
-    return RunRecords(
-        small["paths"],
-        small["targets"].astype(np.int64),
-        [all_names[i] for i in members],
-        set_names,
-        dict(zip(set_names, (int(c) for c in small["crops_per_set"]))),
-        list(merges),
-        joined["top5"],
-        joined["target_prob"],
-        joined["confidence"],
-        np.array([[i in u for i in range(len(members))] for u in subsets], dtype=bool),
-        correct,
+    chosen = {
+        "member_names": small["member_names"][members],
+        "merges": np.array(merges, dtype=str),
+        "subsets": np.array([[i in u for i in range(len(members))] for u in subsets], dtype=bool),
+        "subset_correct": correct,
+    }
+    return RunRecords.from_arrays(small | joined | chosen)
+
+
+def _logit_groups(small: dict[str, np.ndarray]):
+    """The crop groups (merge.CropGroups) logits.npz records: their sizes, and the groups of each set."""
+    from .merge import CropGroups
+
+    sizes = [int(x) for x in small["group_sizes"]]
+    starts = np.cumsum([0] + sizes)
+    return CropGroups(
+        tuple(tuple(range(starts[g], starts[g + 1])) for g in range(len(sizes))),
+        tuple(tuple(int(g) for g in np.flatnonzero(row)) for row in small["set_groups"]),
     )
 
 

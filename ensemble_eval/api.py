@@ -74,12 +74,11 @@ class Results:
     @property
     def records(self) -> dict[str, Any]:
         """Per-image numpy arrays: paths, targets, top5 [N, M + 1, S, R, 5], target_prob, confidence,
-        ... (analysis.RECORD_FIELDS; docs/output-files.md, predictions.npz)."""
+        ... (records.RECORD_FIELDS; docs/output-files.md, predictions.npz)."""
         if self._records is None:
-            import numpy as np
+            from .records import read_predictions
 
-            with np.load(self.run_dir / "predictions.npz", allow_pickle=False) as z:
-                self._records = {name: z[name] for name in z.files}
+            self._records = read_predictions(self.run_dir)
         return self._records
 
     def rows(self, section: str = "table") -> list[dict[str, Any]]:

@@ -403,12 +403,14 @@ def _compared_with(summary: dict, set_names: list[str]) -> dict | None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .analysis import analyze, load_records, read_real_labels, records_from_logits
+    from .analysis import analyze, read_real_labels, records_from_logits
     from .config import DEFAULT_CURVE_SAMPLES, DEFAULT_SEED
-    from .fileio import write_json
     from .listing import IMAGENET_CLASSES
-    from .report import OUTPUT_FILES, analysis_files, clear_outputs, read_summary, run_text, with_analysis
+    from .outputs import LOGITS, OUTPUT_FILES, PREDICTIONS, SUMMARY
+    from .records import load_records
+    from .report import analysis_files, clear_outputs, read_summary, run_text, with_analysis, write_summary
     from .rundir import check_report_out, claim, record_files
+    from .schema import SCHEMA_VERSION
 
     run = Path(args.run_dir)
     summary = read_summary(run)
@@ -419,7 +421,7 @@ def run_report(args: argparse.Namespace) -> int:
         same = False
     if same:
         raise UserError(f"--out {out} is the run directory itself; the run's files are kept, choose another --out")
-    check_report_out(out, args.overwrite, OUTPUT_FILES)
+    check_report_out(out, args.overwrite)
 
     records = load_records(run)
     ids = _pick_members(args.members, records.member_names)
@@ -428,7 +430,7 @@ def run_report(args: argparse.Namespace) -> int:
     if crops not in records.set_names:
         raise UserError(f"--crops {crops}: the run computed the crop sets {records.set_names}; choose one of them")
     from_logits = ids != list(range(len(records.member_names))) or args.curve_samples or args.seed is not None
-    source = "predictions.npz"
+    source = PREDICTIONS.name
     differing = None
     if from_logits:
         merges = [merge] + [m for m in records.merges if m != merge]
@@ -441,7 +443,7 @@ def run_report(args: argparse.Namespace) -> int:
             DEFAULT_SEED if args.seed is None else args.seed,
             crops,
         )
-        source = "logits.npz (float16 group statistics)"
+        source = f"{LOGITS.name} (float16 group statistics)"
         if len(ids) == 1 or ids == list(range(len(exact.member_names))):  # a row the run also computed exactly
             exact_row = ids[0] if len(ids) == 1 else len(exact.member_names)
             differing = int((records.top5[:, -1, :, 0, 0] != exact.top5[:, exact_row, :, 0, 0]).sum())
@@ -467,8 +469,9 @@ def run_report(args: argparse.Namespace) -> int:
         record["top1_predictions_differing_from_run"] = differing
     claim(out, "report")
     clear_outputs(out, unchanged_only=not args.overwrite)  # a stale curve.png of an earlier report goes too
-    written = ["summary.json"] + analysis_files(out, record)
-    write_json(out / "summary.json", record)
+    written = [SUMMARY.name] + analysis_files(out, record)
+    current = summary.get("schema_version") == SCHEMA_VERSION  # an older record's own keys are carried
+    write_summary(out, record, strict=current)
     record_files(out, "report", written, forget=list(OUTPUT_FILES))
     text = run_text(record, written, out, None, None)
     print(

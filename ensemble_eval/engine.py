@@ -360,17 +360,17 @@ def _finish(config, out, store, samples, plan, members, device, choice, real, re
     the terminal; then progress/ goes. A kill at any point here leaves a run that --resume
     finishes: before summary.json every chunk is still there; after it, only the removal of
     progress/ remains."""
-    from .analysis import analyze, load_records
+    from .analysis import analyze
     from .crops import nested_under
-    from .fileio import write_json
-    from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis
+    from .outputs import LOGITS, PREDICTIONS, SUMMARY
+    from .records import assemble
+    from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis, write_summary
     from .rundir import record_files
-    from .runstate import assemble
 
     clear_outputs(out)  # what an earlier, interrupted final write of this run left
     names = [m.name for m in members]
     num_classes = members[0].num_classes
-    total = assemble(store, samples, plan, names, num_classes, out)
+    total = assemble(store.chunks, samples, plan, names, num_classes, out)
     result = EvalResult(
         samples=[],
         set_names=list(plan.set_names),
@@ -386,15 +386,15 @@ def _finish(config, out, store, samples, plan, members, device, choice, real, re
         merges=plan.merges,
         sessions=total.sessions,
     )
-    records = load_records(out)
+    records = total.records  # what predictions.npz holds, not read back
     compared_with = nested_under(config.protocol, list(plan.set_names))
     analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "", compared_with)
     record = with_analysis(summary_record(config, members, result, device, choice, plan.geometries), analysis)
     record["data_listing"] = data_report or {"problems": [], "ignored": {}}
-    written = ["predictions.npz"] + (["logits.npz"] if config.save_logits else [])
+    written = [PREDICTIONS.name] + ([LOGITS.name] if config.save_logits else [])
     written += analysis_files(out, record)
-    write_json(out / "summary.json", record)
-    written = ["summary.json", *written]
+    write_summary(out, record)
+    written = [SUMMARY.name, *written]
     record_files(out, "run", written)
     print(run_text(record, written, out, total.seconds, str(device)), end="")
     store.finish()
@@ -404,7 +404,7 @@ def _finish(config, out, store, samples, plan, members, device, choice, real, re
 def finished_run(out: Path) -> int:
     """`--resume` of a run whose results are complete (a kill came after summary.json): remove what is
     left of its progress, show its results; the exit code it had."""
-    from .analysis import RunDirError
+    from .records import RunDirError
     from .report import read_summary, run_text
     from .runstate import ProgressStore
 

@@ -23,9 +23,10 @@ from .data import Sample, Views, crop_loader
 from .errors import UserError
 from .execution import Execution
 from .members.inspection import Member
-from .merge import CropGroups, class_dtype, curve_subsets, group_statistics, merge_records, statistics_for, table_rows
+from .merge import CropGroups, curve_subsets, group_statistics, merge_records, statistics_for, table_rows
 from .merge_modes import DEFAULT_MERGE
 from .metrics import Tally, hits_from_top5
+from .records import per_image_layout
 from .views import Geometries
 
 log = logging.getLogger(__name__)
@@ -330,26 +331,6 @@ def nonfinite_problem(
 
 
 FLOAT16_MAX = 65504.0
-PER_IMAGE_FIELDS = ("probs", "hits", "top5", "target_prob", "confidence")  # BatchResult arrays with an image axis
-
-
-def per_image_layout(plan: Plan, num_classes: int) -> dict[str, tuple[type, tuple[int, ...]]]:
-    """dtype and per-image shape of every BatchResult array kept per image; the group
-    statistics (--save-logits) are named stat_<statistic>."""
-    rows, sets, merges = len(plan.rows), len(plan.set_names), len(plan.merges)
-    per_image = [
-        (np.float32, (num_classes,)),
-        (np.uint8, (rows, sets, 2)),
-        (class_dtype(num_classes), (rows, sets, merges, 5)),
-        (np.float32, (rows, sets, merges)),
-        (np.float32, (rows, sets, merges)),
-    ]
-    layout = dict(zip(PER_IMAGE_FIELDS, per_image))
-    if plan.save_statistics:
-        groups = len(plan.groups.positions)
-        for name in statistics_for(plan.merges):
-            layout[f"stat_{name}"] = (np.float16, (plan.num_members, groups, num_classes))
-    return layout
 
 
 def empty_result(

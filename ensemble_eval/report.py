@@ -1,11 +1,12 @@
-"""Result records -> terminal table, Markdown, CSV, JSON and the predictions file.
+"""The run record -> terminal table, Markdown, the CSV files and summary.json.
 
-Errors are fractions in JSON and CSV, percentages in the tables people read.
+Errors are fractions in JSON and CSV, percentages in the tables people read. The record's
+fields and the CSV columns are schema.py's; which files exist and which function here renders
+each is outputs.py's; the per-image arrays are records.py's.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
@@ -14,8 +15,10 @@ from pathlib import Path
 
 from .crops import set_label
 from .errors import printable, short_repr
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text, write_json
+from .outputs import DERIVED, OUTPUT_FILES, SUMMARY
 from .rundir import VALIDATE_TOOL
+from .schema import ABSENT, SCHEMA_VERSION, Summary, TableCell, csv_text
 
 
 def _pct(x: float) -> str:
@@ -28,7 +31,7 @@ def _pct_ci(err: float, ci: list[float]) -> str:
 
 
 def format_p(p: float | None) -> str:
-    if p is None:
+    if p is None or p is ABSENT:  # ABSENT: a record's field for a comparison that does not exist
         return ""
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
@@ -60,23 +63,20 @@ def _table_section(record: dict) -> tuple[list[str], list[list[str]]]:
     if real:
         header += ["ReaL top-1 err %", "ReaL top-5 err %"]
     rows = []
-    for i, c in enumerate(cells):
+    for i, c in enumerate(TableCell.from_dict(c) for c in cells):  # the schema's fields (a renamed one fails)
         row = [
-            c["label"],
-            str(c["models"]),
-            set_label(c["crop_set"], c["crops"]),
-            str(c["cost"]),
-            _pct_ci(c["top1_err"], c["top1_err_ci"]),
-            _pct_ci(c["top5_err"], c["top5_err_ci"]),
-            "base" if i == 0 else f"{100 * c['delta_top5']:+.2f}",
-            format_p(c.get("p_top5_vs_fewer_crops")),
-            format_p(c.get("p_top5_vs_best_member")),
+            c.label,
+            str(c.models),
+            set_label(c.crop_set, c.crops),
+            str(c.cost),
+            _pct_ci(c.top1_err, c.top1_err_ci),
+            _pct_ci(c.top5_err, c.top5_err_ci),
+            "base" if i == 0 else f"{100 * c.delta_top5:+.2f}",
+            format_p(c.p_top5_vs_fewer_crops),
+            format_p(c.p_top5_vs_best_member),
         ]
         if real:
-            row += [
-                _pct_ci(c["real_top1_err"], c["real_top1_err_ci"]),
-                _pct_ci(c["real_top5_err"], c["real_top5_err_ci"]),
-            ]
+            row += [_pct_ci(c.real_top1_err, c.real_top1_err_ci), _pct_ci(c.real_top5_err, c.real_top5_err_ci)]
         rows.append(row)
     return header, rows
 
@@ -221,35 +221,16 @@ def render_report(record: dict, markdown: bool = False) -> str:
 
 
 def table_csv(cells: list[dict]) -> str:
-    fields = ["label", "models", "crops", "cost", "top1_err", "top1_err_lo", "top1_err_hi", "top5_err"]
-    fields += ["top5_err_lo", "top5_err_hi", "top1_acc", "top5_acc", "delta_top5"]
-    fields += ["p_top1_vs_fewer_crops", "p_top5_vs_fewer_crops"]
-    fields += ["p_top1_vs_best_member", "p_top5_vs_best_member"]
-    if cells and "real_top1_err" in cells[0]:
-        fields += ["real_num_images", "real_top1_err", "real_top1_err_lo", "real_top1_err_hi", "real_top5_err"]
-        fields += ["real_top5_err_lo", "real_top5_err_hi"]
-    return _csv(fields, cells)
-
-
-def _csv(fields: list[str], rows: list[dict]) -> str:
-    """CSV of the given fields; every interval `x_ci` becomes the columns `x_lo`, `x_hi`."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fields, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        row = dict(row)
-        for key in [k for k in row if k.endswith("_ci")]:
-            row[key[:-3] + "_lo"], row[key[:-3] + "_hi"] = row.pop(key)
-        writer.writerow(row)
-    return buf.getvalue()
+    """table.csv: the columns are schema.TableCell's."""
+    return csv_text("TableCell", cells)
 
 
 def read_summary(run_dir: Path) -> dict:
     """A finished run's summary.json, with the fields a report reads checked (RunDirError otherwise)."""
-    from .analysis import RunDirError
     from .fileio import read_regular_file
+    from .records import RunDirError
 
-    path = Path(run_dir) / "summary.json"
+    path = Path(run_dir) / SUMMARY.name
     try:
         record = json.loads(read_regular_file(path, 256 << 20))
     except FileNotFoundError:
@@ -286,29 +267,10 @@ def _summary_problem(record: object) -> str | None:
     return None
 
 
-CURVE_FIELDS = ["models", "crops", "crop_set", "merge", "num_subsets", "all_subsets", "top1_err_mean", "top1_err_min"]
-CURVE_FIELDS += ["top1_err_max", "top5_err_mean", "top5_err_min", "top5_err_max"]
-CLASS_FIELDS = ["index", "wnid", "name", "num_images", "top1_err", "top5_err", "top1_acc", "top5_acc"]
-MERGE_FIELDS = ["merge", "crops", "crop_set", "num_images", "top1_err", "top1_err_lo", "top1_err_hi", "top5_err"]
-MERGE_FIELDS += ["top5_err_lo", "top5_err_hi", "top1_acc", "top5_acc", "nll", "ece"]
-
-OUTPUT_FILES = (
-    "summary.json",
-    "predictions.npz",
-    "logits.npz",
-    "table.md",
-    "table.csv",
-    "curve.csv",
-    "curve.png",
-    "per_class.csv",
-    "merges.csv",
-)
-
-
-def plot_curve(curve: list[dict], merge: str, path: Path) -> bool:
+def plot_curve(curve: list[dict], merge: str) -> bytes | None:
     """curve.png: top-1 and top-5 error against the number of members, one line per crop set.
 
-    Returns False (and writes nothing) when matplotlib is not installed.
+    None when matplotlib is not installed.
     """
     try:
         import matplotlib
@@ -316,7 +278,7 @@ def plot_curve(curve: list[dict], merge: str, path: Path) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
+        return None
     points = [c for c in curve if c["merge"] == merge]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
     for ax, metric in zip(axes, ("top1", "top5")):
@@ -342,29 +304,56 @@ def plot_curve(curve: list[dict], merge: str, path: Path) -> bool:
     png = io.BytesIO()
     fig.savefig(png, dpi=120, format="png")
     plt.close(fig)
-    atomic_write_bytes(path, png.getvalue())
-    return True
+    return png.getvalue()
+
+
+# The files rendered from a run record: outputs.DERIVED names each with its function here.
+
+
+def table_md(record: dict) -> str | None:
+    return render_report(record, markdown=True) if record.get("table") else None
+
+
+def table_csv_file(record: dict) -> str | None:
+    return table_csv(record["table"]) if record.get("table") else None
+
+
+def curve_csv(record: dict) -> str | None:
+    return csv_text("CurvePoint", record["curve"]) if record["curve"] else None
+
+
+def curve_png(record: dict) -> bytes | None:
+    return plot_curve(record["curve"], record["merge"]) if record["curve"] else None
+
+
+def merges_csv(record: dict) -> str | None:
+    return csv_text("MergeRow", record["merges"]) if record["merges"] else None
+
+
+def per_class_csv(record: dict) -> str | None:
+    return csv_text("ClassRow", record["per_class"]["classes"]) if record["num_images"] else None
 
 
 def analysis_files(out: Path, record: dict) -> list[str]:
-    """Write the derived files of a report record into `out`; the names written."""
+    """Write the derived files of a report record into `out` (outputs.DERIVED); the names written."""
     written = []
-    if record.get("table"):
-        atomic_write_text(out / "table.md", render_report(record, markdown=True))
-        atomic_write_text(out / "table.csv", table_csv(record["table"]))
-        written += ["table.md", "table.csv"]
-    if record["curve"]:
-        atomic_write_text(out / "curve.csv", _csv(CURVE_FIELDS, record["curve"]))
-        written.append("curve.csv")
-        if plot_curve(record["curve"], record["merge"], out / "curve.png"):
-            written.append("curve.png")
-    if record["merges"]:
-        atomic_write_text(out / "merges.csv", _csv(MERGE_FIELDS, record["merges"]))
-        written.append("merges.csv")
-    if record["num_images"]:
-        atomic_write_text(out / "per_class.csv", _csv(CLASS_FIELDS, record["per_class"]["classes"]))
-        written.append("per_class.csv")
+    for output in DERIVED:
+        content = globals()[output.render](record)
+        if content is None:
+            continue
+        if isinstance(content, bytes):
+            atomic_write_bytes(out / output.name, content)
+        else:
+            atomic_write_text(out / output.name, content)
+        written.append(output.name)
     return written
+
+
+def write_summary(out: Path, record: dict, strict: bool = True) -> None:
+    """summary.json, through the schema: a key it does not know is a SchemaError (a bug), not a
+    silently missing field. `strict=False` (a report of an earlier release's run): keys that
+    record holds and this schema no longer names are carried as they are."""
+    write_json(out / SUMMARY.name, Summary.from_dict(record, strict=strict).to_dict())
 
 
 def summary_line(record: dict, seconds: float | None, device: str | None) -> str:
@@ -422,9 +411,6 @@ def with_analysis(record: dict, analysis: dict, member_ids: list[int] | None = N
     record["models"] = [record["models"][i] | {"errors": m["errors"]} for i, m in zip(ids, analysis["members"])]
     record["num_models"] = len(record["models"])
     return record
-
-
-SCHEMA_VERSION = 1  # of summary.json; runs written before it have none (read as they are)
 
 
 def summary_record(config, members, result, device, choice, geometries=None) -> dict:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .fileio import NotRegularFile, read_regular_file, write_json
+from .outputs import OUTPUT_FILES, SUMMARY
 
 MARKER = ".ensemble-eval.json"
 LOCK = ".lock"
@@ -93,7 +94,7 @@ def read_marker(path: Path) -> dict | None:
 def _legacy_kind(path: Path, entries: list[str]) -> str | None:
     """The kind ("legacy-report" or "legacy-run") of a directory of a version before the marker (its
     summary.json or progress/manifest.json reads as a report's or a run's), else None."""
-    for name in ("summary.json", f"{PROGRESS_DIR}/manifest.json"):
+    for name in (SUMMARY.name, f"{PROGRESS_DIR}/manifest.json"):
         if name.split("/")[0] not in entries:
             continue
         try:
@@ -180,7 +181,7 @@ def check_run_out(path: str | os.PathLike | None, overwrite: bool, resume: bool)
             f"--out {out.path} is in use by another ensemble-eval run (pid {holder}); wait for it to "
             "finish (then --resume if it was stopped), or choose another --out"
         )
-    finished, unfinished = out.has("summary.json"), (out.path / PROGRESS_DIR / "manifest.json").is_file()
+    finished, unfinished = out.has(SUMMARY.name), (out.path / PROGRESS_DIR / "manifest.json").is_file()
     if finished and not (overwrite or resume):
         raise OutDirError(
             f"--out {out.path} already holds results (summary.json); pass --overwrite or choose another --out"
@@ -194,8 +195,9 @@ def check_run_out(path: str | os.PathLike | None, overwrite: bool, resume: bool)
     return out
 
 
-def check_report_out(path: str | os.PathLike, overwrite: bool, outputs: tuple[str, ...]) -> OutDir:
-    """The rules for a report's --out: its own directory, and only unchanged files of its own replaced."""
+def check_report_out(path: str | os.PathLike, overwrite: bool, outputs: tuple[str, ...] = OUTPUT_FILES) -> OutDir:
+    """The rules for a report's --out: its own directory, and only unchanged files of its own
+    (`outputs`: outputs.OUTPUT_FILES) replaced."""
     out = inspect_out(path)
     check_writable_place(out)
     if not out.exists or out.empty or overwrite:
@@ -281,9 +283,9 @@ def record_files(path: Path, kind: str, names: list[str], forget: list[str] = ()
     write_json(path / MARKER, _marker(kind, files))
 
 
-def remove_own(path: Path, names: tuple[str, ...] | list[str], unchanged_only: bool = False) -> None:
-    """Remove the files `names` of `path` (regular files and links only; `unchanged_only`: only those
-    the marker records and that are unchanged since)."""
+def remove_own(path: Path, names: tuple[str, ...] | list[str] = OUTPUT_FILES, unchanged_only: bool = False) -> None:
+    """Remove the files `names` (default: every output file, outputs.OUTPUT_FILES) of `path` (regular
+    files and links only; `unchanged_only`: only those the marker records and that are unchanged since)."""
     files = (read_marker(path) or {"files": {}})["files"]
     for name in names:
         target = path / name

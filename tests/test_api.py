@@ -81,15 +81,16 @@ def test_help_documents_every_parameter_and_import_stays_light():
 
 @pytest.mark.parametrize("page,out", [(DOCS, "api"), (DOCS.parent.parent / "README.md", "py")])
 def test_the_docs_examples_run(demo_ckpts, tmp_path, monkeypatch, capsys, page, out):
-    """The Python blocks of docs/python-api.md and the README, as written, on the test images
-    (the demo's ckpts/ and the shared sample's path replaced by the test fixtures)."""
+    """The Python blocks of docs/python-api.md and the README, as written, on the shipped
+    samples/eval (the demo's ckpts/ made from the test fixtures, the run from another folder)."""
     block = re.search(r"```python\n(.*?)```", page.read_text(), re.S).group(1)
     (tmp_path / "ckpts").mkdir()
     for p in demo_ckpts:
         (tmp_path / "ckpts" / p.name).write_bytes(p.read_bytes())
     monkeypatch.chdir(tmp_path)
-    assert '"../shared/data/imagenet-sample"' in block
-    exec(compile(block.replace('"../shared/data/imagenet-sample"', repr(str(DATA))), str(page), "exec"), {})
+    assert '"samples/eval"' in block
+    samples = DOCS.parent.parent / "samples" / "eval"
+    exec(compile(block.replace('"samples/eval"', repr(str(samples))), str(page), "exec"), {})
     assert capsys.readouterr().out and (tmp_path / "runs" / out / "summary.json").is_file()
 
 

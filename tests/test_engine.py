@@ -16,7 +16,7 @@ import pytest
 from conftest import DATA, QUICK, SMALL
 from test_scale import ENV, _chunks, _kill_after, _run
 
-from ensemble_eval import runstate
+from ensemble_eval import records
 from ensemble_eval.cli import main
 from ensemble_eval.engine import Progress, Saving, evaluate_batches
 from ensemble_eval.ensemble import Plan
@@ -151,10 +151,10 @@ def test_a_full_disk_mid_run_keeps_progress_and_resume_finishes(tmp_path, demo_c
             raise OSError(code, "No space left on device" if code == errno.ENOSPC else "Permission denied")
         real(file, **arrays)
 
-    monkeypatch.setattr(runstate.np, "savez", fails_on_the_third)
+    monkeypatch.setattr(records.np, "savez", fails_on_the_third)
     capsys.readouterr()
     assert main([*base, "--out", str(out)]) == 2
-    monkeypatch.setattr(runstate.np, "savez", real)
+    monkeypatch.setattr(records.np, "savez", real)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write" in err and "--resume" in err and "Traceback" not in err
     assert _chunks(out) == 2 and not list((out / "progress").glob(".*.tmp*"))
@@ -165,17 +165,17 @@ def test_a_full_disk_mid_run_keeps_progress_and_resume_finishes(tmp_path, demo_c
 
 def test_a_full_disk_while_writing_the_results_keeps_every_chunk(tmp_path, demo_ckpts, monkeypatch, capsys):
     base = _base(demo_ckpts[:1], "--no-progress", "--out", str(tmp_path / "run"))
-    real = runstate._write_npy_stream
+    real = records._write_npy_stream
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runstate, "_write_npy_stream", no_space)
+    monkeypatch.setattr(records, "_write_npy_stream", no_space)
     assert main(base) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert _chunks(tmp_path / "run") >= 1 and not (tmp_path / "run" / "predictions.npz").exists()
     assert not list((tmp_path / "run").glob(".*.tmp"))
-    monkeypatch.setattr(runstate, "_write_npy_stream", real)
+    monkeypatch.setattr(records, "_write_npy_stream", real)
     assert main([*base, "--resume"]) == 0 and (tmp_path / "run" / "predictions.npz").exists()
 
 

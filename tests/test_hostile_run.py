@@ -131,12 +131,12 @@ def test_a_report_directory_is_not_a_run_directory(tmp_path, demo_ckpts, capsys)
 
 
 def test_a_read_only_progress_directory_is_one_line(tmp_path, demo_ckpts, capsys, monkeypatch):
-    from ensemble_eval import runstate
+    from ensemble_eval import records
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "run" / "progress" / "chunk-00000000.npz"))
 
-    monkeypatch.setattr(runstate, "_atomic_savez", refuse)
+    monkeypatch.setattr(records, "_atomic_savez", refuse)
     assert main(_args(demo_ckpts[0], tmp_path / "run")) == 2
     line = _one_line(capsys.readouterr().err)
     assert "Permission denied" in line and "--resume" in line
