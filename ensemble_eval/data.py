@@ -274,7 +274,24 @@ def crop_loader(
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_quiet_when_orphaned if workers > 0 else None,
     )
+
+
+def _quiet_when_orphaned(_worker_id: int) -> None:
+    """In a loader process: when the main process stops (Ctrl-C, SIGTERM) while this one is
+    handing it a batch's shared memory, multiprocessing's handle-sharing thread reports the
+    closed connection through sys.excepthook, a traceback under the one-line message. A
+    connection the main process closed is not a problem of this process: say nothing."""
+    import sys
+
+    default = sys.excepthook
+
+    def hook(kind, value, tb) -> None:
+        if not issubclass(kind, (ConnectionError, EOFError)):
+            default(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def _check_one(args: tuple[str, CropScheme]) -> str | None:
