@@ -133,6 +133,45 @@ def load_results(run_dir: str | Path) -> Results:
     return Results(run_dir, read_summary(run_dir))
 
 
+def rebuild_report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    members: list[str | int] | None = None,
+    merge: str | None = None,
+    crops: str | None = None,
+    real_labels: str | Path | None = None,
+    curve_samples: int | None = None,
+    seed: int | None = None,
+    overwrite: bool = False,
+) -> Results:
+    """Rebuild a finished run's tables, tests, curves and per-class errors, without the models
+    (`ensemble-eval report`); the Results of the report directory.
+
+    run_dir: the finished run. out: where the report goes (default RUN_DIR/report; never the
+    run directory itself, whose files are not changed). members: a subset, by index or file
+    name (needs the run's --save-logits). merge, crops: the merge mode and crop set reported
+    (default the run's). real_labels: ImageNet-ReaL labels (real.json) for ReaL columns.
+    curve_samples, seed: the ensemble-size curve drawn again (from logits.npz). overwrite:
+    replace files in `out` the report did not write. The Results' `records` are the run's own:
+    `load_results(run_dir).records`."""
+    from .rebuild import Request, rebuild
+
+    request = Request(
+        Path(run_dir),
+        Path(out) if out is not None else None,
+        [str(m) for m in members] if members is not None else None,
+        merge,
+        crops,
+        str(real_labels) if real_labels is not None else None,
+        curve_samples,
+        seed,
+        overwrite,
+    )
+    done = rebuild(request)
+    return Results(done.out, done.record)
+
+
 def evaluate(
     models: str | list[str],
     data: str | Path,
@@ -383,7 +422,7 @@ def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
     """Every image-free check (checkpoints, labels, crop size, ReaL), then the evaluation in the
     locked run directory."""
     from .distributed import world_from_env
-    from .engine import run_evaluation
+    from .engine import Job, run_evaluation
     from .members.inspection import load_members
     from .rundir import RunLock, check_run_out, claim
 
@@ -414,7 +453,7 @@ def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
     with RunLock(out) if main_process else contextlib.nullcontext():
         if main_process:
             check_run_out(out, config.overwrite, config.resume)
-        return run_evaluation(config, out, samples, members, device, set_names, real, data_report, geometries)
+        return run_evaluation(Job(config, out, samples, members, device, set_names, geometries, real, data_report))
 
 
 def _member_views(config, members, set_names: list[str]):
@@ -439,4 +478,4 @@ def _say_views(scheme, members, geometries) -> None:
         print(f"ensemble-eval: {member.name}: {view.describe()}, scales {scales}", file=sys.stderr)
 
 
-__all__ = ["Results", "Validation", "evaluate", "load_results", "run", "validate"]
+__all__ = ["Results", "Validation", "evaluate", "load_results", "rebuild_report", "run", "validate"]

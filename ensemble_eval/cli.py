@@ -372,113 +372,25 @@ def command_parser(name: str) -> argparse.ArgumentParser:
     return commands.choices[name]
 
 
-def _pick_members(wanted: list[str] | None, names: list[str]) -> list[int]:
-    if not wanted:
-        return list(range(len(names)))
-    ids = []
-    for w in wanted:
-        if w.isdigit() and int(w) < len(names):
-            ids.append(int(w))
-        elif w in names:
-            ids.append(names.index(w))
-        else:
-            raise UserError(
-                f"--members {w}: no such member; the run's members are "
-                + ", ".join(f"{i} ({n})" for i, n in enumerate(names))
-            )
-    if len(set(ids)) != len(ids):
-        raise UserError("--members names a member twice; list each once")
-    return ids
-
-
-def _compared_with(summary: dict, set_names: list[str]) -> dict | None:
-    """The run's nesting of crop sets (crops.nested_under) from its recorded protocol; None when
-    the record's protocol cannot be read (then each set is compared with the next smaller one)."""
-    from .crops import CropScheme, SchemeError, nested_under
-
-    try:
-        return nested_under(CropScheme.from_dict(summary.get("protocol")), list(set_names))
-    except (SchemeError, TypeError, ValueError):
-        return None
-
-
 def run_report(args: argparse.Namespace) -> int:
-    from .analysis import analyze, read_real_labels, records_from_logits
-    from .config import DEFAULT_CURVE_SAMPLES, DEFAULT_SEED
-    from .listing import IMAGENET_CLASSES
-    from .outputs import LOGITS, OUTPUT_FILES, PREDICTIONS, SUMMARY
-    from .records import load_records
-    from .report import analysis_files, clear_outputs, read_summary, run_text, with_analysis, write_summary
-    from .rundir import check_report_out, claim, record_files
-    from .schema import SCHEMA_VERSION
+    """`report`: rebuild.rebuild, then the headline and the report's text."""
+    from .rebuild import Request, rebuild
+    from .report import run_text
 
-    run = Path(args.run_dir)
-    summary = read_summary(run)
-    out = Path(args.out) if args.out else run / "report"
-    try:
-        same = out.resolve() == run.resolve()
-    except OSError:
-        same = False
-    if same:
-        raise UserError(f"--out {out} is the run directory itself; the run's files are kept, choose another --out")
-    check_report_out(out, args.overwrite)
-
-    records = load_records(run)
-    ids = _pick_members(args.members, records.member_names)
-    merge = args.merge or records.merges[0]
-    crops = args.crops or summary.get("crops", records.set_names[0])
-    if crops not in records.set_names:
-        raise UserError(f"--crops {crops}: the run computed the crop sets {records.set_names}; choose one of them")
-    from_logits = ids != list(range(len(records.member_names))) or args.curve_samples or args.seed is not None
-    source = PREDICTIONS.name
-    differing = None
-    if from_logits:
-        merges = [merge] + [m for m in records.merges if m != merge]
-        exact = records.with_merge_first(merge)
-        records = records_from_logits(
-            run,
-            ids,
-            merges,
-            args.curve_samples or DEFAULT_CURVE_SAMPLES,
-            DEFAULT_SEED if args.seed is None else args.seed,
-            crops,
-        )
-        source = f"{LOGITS.name} (float16 group statistics)"
-        if len(ids) == 1 or ids == list(range(len(exact.member_names))):  # a row the run also computed exactly
-            exact_row = ids[0] if len(ids) == 1 else len(exact.member_names)
-            differing = int((records.top5[:, -1, :, 0, 0] != exact.top5[:, exact_row, :, 0, 0]).sum())
-    else:
-        records = records.with_merge_first(merge)
-    real = None
-    if args.real_labels:
-        real = read_real_labels(args.real_labels, summary.get("num_classes", IMAGENET_CLASSES))
-    analysis = analyze(
-        records,
-        crops,
-        summary.get("num_classes", IMAGENET_CLASSES),
-        "table" in summary,
-        real,
-        args.real_labels or "",
-        _compared_with(summary, records.set_names),
+    request = Request(
+        Path(args.run_dir),
+        args.out,
+        args.members,
+        args.merge,
+        args.crops,
+        args.real_labels,
+        args.curve_samples,
+        args.seed,
+        args.overwrite,
     )
-    record = with_analysis(summary | {"crops": crops}, analysis, ids)
-    record["num_crops"] = records.crops_per_set[crops]
-    record["rebuilt_from"] = source
-    record["run_dir"] = str(run)
-    if differing is not None:
-        record["top1_predictions_differing_from_run"] = differing
-    claim(out, "report")
-    clear_outputs(out, unchanged_only=not args.overwrite)  # a stale curve.png of an earlier report goes too
-    written = [SUMMARY.name] + analysis_files(out, record)
-    current = summary.get("schema_version") == SCHEMA_VERSION  # an older record's own keys are carried
-    write_summary(out, record, strict=current)
-    record_files(out, "report", written, forget=list(OUTPUT_FILES))
-    text = run_text(record, written, out, None, None)
-    print(
-        f"rebuilt from {run / source.split()[0]}"
-        + ("" if differing is None else f"; {differing} top-1 predictions differ from the run's (float16 near-ties)")
-    )
-    print(text, end="")
+    done = rebuild(request)
+    print(done.headline())
+    print(run_text(done.record, done.written, done.out, None, None), end="")
     return EXIT_OK
 
 

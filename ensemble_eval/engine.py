@@ -15,6 +15,8 @@ count, and a kill loses at most `save_every` images per process or `save_interva
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -24,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +37,7 @@ from .ensemble import Accumulator, BatchResult, EvalResult, NonFiniteOutputs, Pl
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, stop_signals
 from .execution import Execution
 from .members.inspection import Member
+from .views import Geometries
 
 log = logging.getLogger(__name__)
 
@@ -214,117 +218,156 @@ def evaluate(samples: list[Sample], members: list[Member], plan: Plan, execution
     )
 
 
-def _resume_command(out: Path) -> str:
-    args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
-    if "--out" not in args:
-        args += ["--out", str(out)]
-    return "ensemble-eval " + " ".join(args) + " --resume"
+@dataclass
+class Job:
+    """A run whose every image-free check passed (api.run builds it): the settings, the run
+    directory, the images, the members with their views, the device, and what goes into
+    summary.json beside the results."""
 
+    config: Any  # config.RunConfig
+    out: Path
+    samples: list[Sample]
+    members: list[Member]
+    device: Any  # torch.device
+    set_names: list[str]  # the crop sets computed (all of the protocol's for --table)
+    geometries: Geometries  # each member's views (views.member_geometries)
+    real: Any = None  # ImageNet-ReaL labels (analysis.read_real_labels), or None
+    data_report: dict | None = None  # what under --data was not evaluated (listing.Listing.to_dict)
 
-def _open_store(store, config, members, samples, plan, world: D.World):
-    """Rank 0 starts or resumes the progress store (chunks set aside named on stderr); every
-    process gets what it holds (runstate.Opened), or the same ResumeError."""
-    from .runstate import Opened, ResumeError, fingerprint
+    def plan(self, batch_size: int) -> Plan:
+        c = self.config
+        return Plan.make(
+            c.protocol,
+            self.set_names,
+            c.crops,
+            batch_size,
+            precision=c.precision,
+            num_members=len(self.members),
+            merges=c.merges,
+            curve_samples=c.curve_samples,
+            seed=c.seed,
+            save_statistics=c.save_logits,
+            geometries=self.geometries,
+        )
 
-    opened: tuple = (Opened(), None)
-    if world.is_main:
+    def resume_command(self) -> str:
+        args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+        if "--out" not in args:
+            args += ["--out", str(self.out)]
+        return "ensemble-eval " + " ".join(args) + " --resume"
+
+    @contextlib.contextmanager
+    def disk_errors(self):
+        """An OSError while saving (a full disk, lost permissions) as one line: what is saved, how to resume."""
+        from .runstate import disk_error
+
         try:
-            fp = fingerprint(members, samples, plan)
-            workers = max(1, config.workers)
-            found = store.open(
-                fp, plan, samples, members[0].num_classes, config.resume, config.overwrite, workers=workers
-            )
-            for line in found.problems:
-                print(f"ensemble-eval: {line}", file=sys.stderr)
-            opened = (found, None)
-        except ResumeError as exc:
-            opened = (Opened(), str(exc))
-    found, problem = D.broadcast_from_main(opened, world)
-    if problem:
-        raise ResumeError(problem)
-    return found
+            yield
+        except OSError as exc:
+            raise disk_error(exc, self.out, self.resume_command()) from exc
 
 
-def _batch_choice(config, store, members, samples, set_names, device, world: D.World, geometries=None):
-    """Rank 0 settles the forward batch (autobatch.choose: given, resumed, cached or timed)
-    and logs it; every process gets the same choice, or the same ResumeError."""
-    from .autobatch import Workload, choose
-    from .config import default_batch_size
-    from .crops import needed_indices
-    from .runstate import ResumeError
+def _on_main(world: D.World, make, *args):
+    """`make(*args)` on rank 0, its value (or its ResumeError) handed to every process."""
+    from .records import ResumeError
 
     made: tuple = (None, None)
     if world.is_main:
         try:
-            recorded = store.recorded_batch_size() if config.resume else None
-            indices = needed_indices(config.protocol, set_names)
-            work = Workload(config.protocol, indices, device, config.channels_last, config.precision, geometries)
-            default = default_batch_size(device.type)
-            choice = choose(config.batch_size, members, samples, work, default, recorded=recorded)
-            if choice.source in ("timed", "cache"):  # the others are in summary.json (and -v)
-                print(f"ensemble-eval: {choice.describe()}", file=sys.stderr)
-            else:
-                log.debug(choice.describe())
-            made = (choice, None)
+            made = (make(*args), None)
         except ResumeError as exc:
             made = (None, str(exc))
-    choice, problem = D.broadcast_from_main(made, world)
+    value, problem = D.broadcast_from_main(made, world)
     if problem:
         raise ResumeError(problem)
+    return value
+
+
+def _open_store(job: Job, store, plan: Plan):
+    """Rank 0 starts or resumes the progress store (chunks set aside named on stderr): what it
+    holds (runstate.Opened)."""
+    from .runstate import fingerprint
+
+    fp = fingerprint(job.members, job.samples, plan)
+    c = job.config
+    num_classes = job.members[0].num_classes
+    found = store.open(fp, plan, job.samples, num_classes, c.resume, c.overwrite, workers=max(1, c.workers))
+    for line in found.problems:
+        print(f"ensemble-eval: {line}", file=sys.stderr)
+    return found
+
+
+def _batch_choice(job: Job, store):
+    """Rank 0 settles the forward batch (autobatch.choose: given, resumed, cached or timed)
+    and logs it."""
+    from .autobatch import Workload, choose
+    from .config import default_batch_size
+    from .crops import needed_indices
+
+    c = job.config
+    recorded = store.recorded_batch_size() if c.resume else None
+    indices = needed_indices(c.protocol, job.set_names)
+    work = Workload(c.protocol, indices, job.device, c.channels_last, c.precision, job.geometries)
+    choice = choose(
+        c.batch_size, job.members, job.samples, work, default_batch_size(job.device.type), recorded=recorded
+    )
+    if choice.source in ("timed", "cache"):  # the others are in summary.json (and -v)
+        print(f"ensemble-eval: {choice.describe()}", file=sys.stderr)
+    else:
+        log.debug(choice.describe())
     return choice
 
 
-def run_evaluation(
-    config, out: Path, samples, members, device, set_names, real, data_report=None, geometries=None
-) -> int:
+def run_evaluation(job: Job) -> int:
     """The evaluation proper: sharded over torchrun processes, saved in chunks, resumable.
 
-    Writes the result files into `out` on rank 0 and prints the report; returns the exit code.
-    `data_report`: what under --data was not evaluated (listing.Listing.to_dict), for summary.json;
-    `geometries`: each member's views (views.member_geometries; None: all on the protocol)."""
-    from .runstate import ProgressStore, disk_error
+    Writes the result files into `job.out` on rank 0 and prints the report; returns the exit code."""
+    from .runstate import ProgressStore
 
     world = D.world_from_env()
-    device = D.init(world, device)
-    out = Path(D.broadcast_from_main(str(out), world))  # one run directory for every process
-    store = ProgressStore(out)
-    choice = _batch_choice(config, store, members, samples, set_names, device, world, geometries)
-    plan = Plan.make(
-        config.protocol,
-        set_names,
-        config.crops,
-        choice.batch_size,
-        precision=config.precision,
-        num_members=len(members),
-        merges=config.merges,
-        curve_samples=config.curve_samples,
-        seed=config.seed,
-        save_statistics=config.save_logits,
-        geometries=geometries,
-    )
-    opened = _open_store(store, config, members, samples, plan, world)
+    out = Path(D.broadcast_from_main(str(job.out), world))  # one run directory for every process
+    job = dataclasses.replace(job, device=D.init(world, job.device), out=out)
+    store = ProgressStore(job.out)
+    choice = _on_main(world, _batch_choice, job, store)
+    plan = job.plan(choice.batch_size)
+    opened = _on_main(world, _open_store, job, store, plan)
+    if not _evaluate_remaining(job, store, plan, opened, world):
+        D.finish(world)
+        return EXIT_INTERRUPTED
+    code = EXIT_OK
+    if world.is_main:
+        with job.disk_errors():
+            code = _finish(job, store, plan, choice, bool(opened.done), world)
+    code = D.broadcast_from_main(code, world)
+    D.finish(world)
+    return code
+
+
+def _evaluate_remaining(job: Job, store, plan: Plan, opened, world: D.World) -> bool:
+    """The batches the progress store does not hold yet, each saved into it; False when
+    interrupted (what is finished is saved, the resume command printed)."""
+    samples = job.samples
     remaining = [b for b in range(plan.num_batches(len(samples))) if b not in opened.done]
     if opened.done and world.is_main:
         done_images = opened.images + opened.skipped
-        print(f"resuming {out}: {done_images} of {len(samples)} images already done", file=sys.stderr)
+        print(f"resuming {job.out}: {done_images} of {len(samples)} images already done", file=sys.stderr)
 
     def save(results: list[BatchResult]) -> None:
-        try:
+        with job.disk_errors():
             store.write(results)
-        except OSError as exc:  # a full disk or lost permissions: stop with what is saved
-            raise disk_error(exc, out, _resume_command(out)) from exc
 
     done = (opened.images, opened.skipped, opened.top1, opened.top5)
-    progress = Progress(len(samples), config.progress and world.is_main, plan.crops_per_image, len(members), done)
+    c = job.config
+    progress = Progress(len(samples), c.progress and world.is_main, plan.crops_per_image, len(job.members), done)
+    hint = " (--strict: stopped; the images before it are saved, fix or remove the file, then add --resume)"
     try:
-        hint = " (--strict: stopped; the images before it are saved, fix or remove the file, then add --resume)"
         evaluate_batches(
             samples,
             plan,
-            members,
+            job.members,
             remaining,
-            saving=Saving(save, config.save_every, config.save_interval, hint),
-            execution=Execution.of(config, device, world),
+            saving=Saving(save, c.save_every, c.save_interval, hint),
+            execution=Execution.of(c, job.device, world),
             progress=progress,
         )
     except KeyboardInterrupt:
@@ -332,29 +375,16 @@ def run_evaluation(
         if world.is_main:
             print(
                 f"ensemble-eval: interrupted: {store.saved_images} of {len(samples)} images are saved in "
-                f"{out / 'progress'}; resume with:\n  {_resume_command(out)}",
+                f"{job.out / 'progress'}; resume with:\n  {job.resume_command()}",
                 file=sys.stderr,
             )
-        D.finish(world)
-        return EXIT_INTERRUPTED
+        return False
     finally:
         progress.close()
-
-    code = EXIT_OK
-    if world.is_main:
-        try:
-            resumed = bool(opened.done)
-            code = _finish(
-                config, out, store, samples, plan, members, device, choice, real, resumed, world, data_report
-            )
-        except OSError as exc:
-            raise disk_error(exc, out, _resume_command(out)) from exc
-    code = D.broadcast_from_main(code, world)
-    D.finish(world)
-    return code
+    return True
 
 
-def _finish(config, out, store, samples, plan, members, device, choice, real, resumed, world, data_report) -> int:
+def _finish(job: Job, store, plan: Plan, choice, resumed: bool, world: D.World) -> int:
     """Rank 0, every batch done: predictions.npz (and logits.npz) from the chunks, the analysis,
     the other files, summary.json last (the results are complete once it exists), the report on
     the terminal; then progress/ goes. A kill at any point here leaves a run that --resume
@@ -367,38 +397,43 @@ def _finish(config, out, store, samples, plan, members, device, choice, real, re
     from .report import analysis_files, clear_outputs, run_text, summary_record, with_analysis, write_summary
     from .rundir import record_files
 
+    c, out = job.config, job.out
     clear_outputs(out)  # what an earlier, interrupted final write of this run left
-    names = [m.name for m in members]
-    num_classes = members[0].num_classes
-    total = assemble(store.chunks, samples, plan, names, num_classes, out)
-    result = EvalResult(
+    num_classes = job.members[0].num_classes
+    total = assemble(store.chunks, job.samples, plan, [m.name for m in job.members], num_classes, out)
+    result = _result(job, plan, total, resumed, world)
+    compared_with = nested_under(c.protocol, list(plan.set_names))
+    real_file = c.real_labels or ""
+    analysis = analyze(total.records, c.crops, num_classes, c.table, job.real, real_file, compared_with)  # in memory
+    record = with_analysis(summary_record(c, job.members, result, job.device, choice, plan.geometries), analysis)
+    record["data_listing"] = job.data_report or {"problems": [], "ignored": {}}
+    written = [PREDICTIONS.name] + ([LOGITS.name] if c.save_logits else [])
+    written += analysis_files(out, record)
+    write_summary(out, record)
+    written = [SUMMARY.name, *written]
+    record_files(out, "run", written)
+    print(run_text(record, written, out, total.seconds, str(job.device)), end="")
+    store.finish()
+    return EXIT_SKIPPED if result.skipped else EXIT_OK
+
+
+def _result(job: Job, plan: Plan, total, resumed: bool, world: D.World) -> EvalResult:
+    """The run's counts from the assembled chunks (records.Assembled), as summary.json reports them."""
+    return EvalResult(
         samples=[],
         set_names=list(plan.set_names),
         crops_per_set=plan.crops_per_set,
         crops_per_image=plan.crops_per_image,
         tally=total.counts.tally(),
         probs=None,
-        requested_set=config.crops,
+        requested_set=job.config.crops,
         seconds=total.seconds,
-        skipped=[(samples[i].rel_path, reason) for i, reason in total.counts.skipped],
+        skipped=[(job.samples[i].rel_path, reason) for i, reason in total.counts.skipped],
         resumed=resumed or total.sessions > 1,
         world_size=world.world_size,
         merges=plan.merges,
         sessions=total.sessions,
     )
-    records = total.records  # what predictions.npz holds, not read back
-    compared_with = nested_under(config.protocol, list(plan.set_names))
-    analysis = analyze(records, config.crops, num_classes, config.table, real, config.real_labels or "", compared_with)
-    record = with_analysis(summary_record(config, members, result, device, choice, plan.geometries), analysis)
-    record["data_listing"] = data_report or {"problems": [], "ignored": {}}
-    written = [PREDICTIONS.name] + ([LOGITS.name] if config.save_logits else [])
-    written += analysis_files(out, record)
-    write_summary(out, record)
-    written = [SUMMARY.name, *written]
-    record_files(out, "run", written)
-    print(run_text(record, written, out, total.seconds, str(device)), end="")
-    store.finish()
-    return EXIT_SKIPPED if result.skipped else EXIT_OK
 
 
 def finished_run(out: Path) -> int:

@@ -40,6 +40,26 @@ def test_evaluate_writes_what_the_command_writes(demo_ckpts, tmp_path, capsys):
     assert again.summary == cli and again.table == cli["table"]
 
 
+def test_report_rebuilds_what_the_command_rebuilds(demo_ckpts, tmp_path, capsys):
+    models = [str(p) for p in demo_ckpts]
+    run = tmp_path / "run"
+    ee.evaluate(models, DATA, config=QUICK, table=True, limit=3, save_logits=True, out=run, progress=False)
+    api = ee.rebuild_report(run, tmp_path / "api", members=[1])
+    assert main(["report", str(run), "--members", "b.pt", "--out", str(tmp_path / "cli")]) == 0
+    assert capsys.readouterr().out.startswith(f"rebuilt from {run / 'logits.npz'}")
+    cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert api.summary == cli == json.loads((tmp_path / "api" / "summary.json").read_text())
+    assert api.run_dir == tmp_path / "api" and [m["name"] for m in api.members] == ["b.pt"]
+    assert api.summary["top1_predictions_differing_from_run"] == 0  # one member: its exact row is in the run
+    whole = ee.rebuild_report(run, tmp_path / "whole")
+    assert whole.summary["rebuilt_from"] == "predictions.npz"
+    assert whole.summary["table"] == ee.load_results(run).table
+    with pytest.raises(UserError, match="is the run directory itself"):
+        ee.rebuild_report(run, run)
+    with pytest.raises(UserError, match="no such member"):
+        ee.rebuild_report(run, tmp_path / "x", members=["c.pt"])
+
+
 def test_evaluate_refuses_what_the_command_refuses(demo_ckpts, tmp_path):
     with pytest.raises(UserError, match="unknown option"):
         ee.evaluate(str(demo_ckpts[0]), DATA, crop="10")
