@@ -325,8 +325,9 @@ def run_evaluation(job: Job) -> int:
     from .runstate import ProgressStore
 
     world = D.world_from_env()
+    device = D.init(world, job.device)  # before any collective
     out = Path(D.broadcast_from_main(str(job.out), world))  # one run directory for every process
-    job = dataclasses.replace(job, device=D.init(world, job.device), out=out)
+    job = dataclasses.replace(job, device=device, out=out)
     store = ProgressStore(job.out)
     choice = _on_main(world, _batch_choice, job, store)
     plan = job.plan(choice.batch_size)
