@@ -167,7 +167,12 @@ def per_image_seconds(setting: Setting, repeats: int = 2) -> float:
     seconds(samples[:1])  # warm-up
     full = min(seconds(samples) for _ in range(repeats))  # the least disturbed of `repeats` runs
     part = min(seconds(samples[:half]) for _ in range(repeats))
-    return (full - part) / (len(samples) - half)
+    steady = (full - part) / (len(samples) - half)
+    if steady > 0:
+        return steady
+    # a busy machine's noise outweighed the difference (a few images): the whole run's seconds
+    # per image instead, start-up included, an upper bound rather than a negative rate
+    return full / len(samples)
 
 
 def extraction_seconds(samples, scheme: CropScheme, crop_set: str, backend: str, repeats: int = 3) -> float:
