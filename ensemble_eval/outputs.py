@@ -3,7 +3,7 @@
 Every file the tool may write, replace or remove in a directory it owns is named here, once:
 its name, who writes it, when, its line in docs/output-files.md, and for the files derived
 from the run record the function of report.py that renders it (None: not applicable to this
-record). The writers (engine._finish, cli.run_report, report.analysis_files), the run
+record). The writers (engine._finish, rebuild._write, report.analysis_files), the run
 directory's bookkeeping (rundir.remove_own / check_report_out, runstate: which files a run owns
 and may replace) and the docs all read this registry. Adding an output file is one entry here
 (and its renderer) plus its test.
