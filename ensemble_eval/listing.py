@@ -115,6 +115,8 @@ class Sample:
     rel_path: str  # relative to the data root, '/'-separated
     target: int
     wnid: str | None = None  # set when the label came from a WordNet id (ImageNet-1k class space)
+    group: str | None = None  # the evaluation set within --data it belongs to (ImageNet-C: 'fog/3')
+    member: tuple | None = None  # where in a shard file `path` its bytes are (shards.py); None: the file itself
 
 
 # --- which files are images ---------------------------------------------------------------
@@ -215,6 +217,16 @@ def read_image_file(path: str | os.PathLike) -> tuple[bytes, tuple[int, int, int
         raise DataError(f"cannot read image {path}: {reason}", reason=reason) from exc
 
 
+def read_sample(sample: Sample) -> tuple[bytes, tuple[int, int, int]]:
+    """(bytes, identity) of a sample's image: its file, or its member of a shard file (shards.py).
+    DataError with the reason when it cannot be read."""
+    if sample.member is None:
+        return read_image_file(sample.path)
+    from .shards import read_member
+
+    return read_member(sample)
+
+
 # --- the listing -----------------------------------------------------------------------------
 
 
@@ -233,6 +245,8 @@ class Listing:
     samples: list[Sample]
     problems: list[tuple[str, str]] = field(default_factory=list)
     ignored: dict[str, int] = field(default_factory=dict)
+    layout: str = "wnid folders"  # what --data was recognised as, for check-data and the log
+    shards: int = 0  # shard files read (Parquet or tar), 0 for loose image files
 
     def ignored_line(self) -> str:
         """'ignored 3 files that are not images: 2 .txt, 1 .xml; 4 hidden entries', or ''."""
