@@ -29,6 +29,7 @@ import numpy as np
 
 from .crops import set_label
 from .errors import UserError
+from .listing import CORRUPTION_TREE, IMAGENET_CLASSES
 from .metrics import (
     CONFIDENCE_LEVEL,
     ECE_BINS,
@@ -56,7 +57,7 @@ def records_from_logits(
     """
     import torch
 
-    from .merge import class_dtype, curve_subsets, merge_records, statistics_for
+    from .merge import ClassRestriction, class_dtype, curve_subsets, merge_records, statistics_for
 
     path, small = open_logits(run_dir)
     available = [str(x) for x in small["merges"]]
@@ -75,16 +76,24 @@ def records_from_logits(
     parts: dict[str, list[np.ndarray]] = {"top5": [], "target_prob": [], "confidence": []}
     correct = np.zeros((len(subsets), len(set_names), len(merges), 2), np.int64)
     targets = torch.from_numpy(small["targets"].astype(np.int64))
+    restriction = None
+    if "classes" in small:  # statistics of the restricted classes (--class-subset); records in canonical classes
+        restriction = ClassRestriction(small.pop("classes"), IMAGENET_CLASSES)
+        targets = restriction.targets(targets)
     for start in range(0, n, block):
         chunk = {
             name: torch.from_numpy(np.asarray(arr[start : start + block][:, members], dtype=np.float32)).transpose(0, 1)
             for name, arr in stats.items()
         }
-        records, counts, _ = merge_records(chunk, targets[start : start + block], groups, subsets, merges, requested)
+        records, counts, probs = merge_records(
+            chunk, targets[start : start + block], groups, subsets, merges, requested
+        )
+        if restriction is not None:
+            records, _ = restriction.records(records, probs)
         for key in parts:
             parts[key].append(records[key])
         correct += counts
-    num_classes = next(iter(stats.values())).shape[-1]
+    num_classes = IMAGENET_CLASSES if restriction is not None else next(iter(stats.values())).shape[-1]
     rows = len(members) + 1
     empty = {
         "top5": np.zeros((0, rows, len(set_names), len(merges), 5), class_dtype(num_classes)),
@@ -382,6 +391,53 @@ def per_class_errors(v: _Sections, requested_set: str, num_classes: int) -> dict
     return {"crop_set": requested_set, "classes": per_class, "worst": worst[:5], "best": best_classes[:5]}
 
 
+def corruption_order(names: set[str]) -> list[str]:
+    """ImageNet-C's corruptions in the paper's order, then its extra ones, then any other, sorted."""
+    from .benchmarks import ALEXNET_ERRORS, EXTRA_CORRUPTIONS
+
+    known = [*ALEXNET_ERRORS, *EXTRA_CORRUPTIONS]
+    return [c for c in known if c in names] + sorted(names - set(known))
+
+
+def corruption_section(v: _Sections, best: int, requested_set: str, table: bool) -> dict:
+    """ImageNet-C: per setting (the Table 3 rows with --table, else the best member and all members
+    at the reported crop set), the errors per corruption and severity with intervals, the
+    corruption errors (CE) against AlexNet's and their mean (mCE). An image's corruption and
+    severity are the first two folders of its path (<corruption>/<severity>/<wnid>/...)."""
+    from .benchmarks import SEVERITIES, corruption_and_severity, corruption_errors
+
+    r = v.records
+    groups = np.array(["/".join(str(p).split("/")[:2]) for p in r.paths], dtype=str)
+    where = {g: groups == g for g in sorted(set(groups.tolist()))}
+    keys = {g: corruption_and_severity(g) for g in where}
+    names = corruption_order({c for c, _ in keys.values()})
+    severities = sorted({s for _, s in keys.values()})
+    rows = [(f"best member ({r.member_names[best]})", 1, best)] + ([("all members", v.m, v.ens)] if v.m > 1 else [])
+    settings = []
+    for label, models, row in rows:
+        for s in v.sets if table else [requested_set]:
+            i = v.index(s)
+            cells = {g: _counts(v.hits[mask, row, i, 0]) for g, mask in where.items()}
+            by_corruption: dict[str, dict[int, float]] = {}
+            for g, (c, sev) in keys.items():
+                by_corruption.setdefault(c, {})[sev] = cells[g]["top1_err"]
+            errors = {c: {str(sev): cells[f"{c}/{sev}"] for sev in severities if f"{c}/{sev}" in cells} for c in names}
+            means = {c: sum(e.values()) / len(e) for c, e in by_corruption.items()}
+            score = corruption_errors(by_corruption)
+            settings.append(
+                {"label": label, "models": models, "crops": r.crops_per_set[s], "crop_set": s}
+                | {"errors": errors, "mean_error": {c: means[c] for c in names}}
+                | {k: score[k] for k in ("ce", "mce", "corruptions_in_mce", "complete")}
+            )
+    return {
+        "corruptions": names,
+        "severities": severities,
+        "complete_severities": severities == list(SEVERITIES),
+        "baseline": "AlexNet's errors from Hendrycks & Dietterich, ICLR 2019 (mean over severities 1-5)",
+        "settings": settings,
+    }
+
+
 def analyze(
     records: RunRecords,
     requested_set: str,
@@ -390,11 +446,13 @@ def analyze(
     real: dict[str, frozenset[int]] | None = None,
     real_source: str = "",
     compared_with: dict[str, str | None] | None = None,
+    data_layout: str | None = None,
 ) -> dict:
     """Every reported number, as one JSON-ready record (errors as fractions): one function per
     section (crop sets, members, Table 3 and paired tests, curve, merge modes, per class,
     calibration, ReaL). `compared_with` (crops.nested_under): the set each set's paired test
-    compares it with; None: the next smaller set."""
+    compares it with; None: the next smaller set. `data_layout` (listing): an ImageNet-C tree adds
+    the corruption section."""
     sets = sorted(records.set_names, key=lambda s: (records.crops_per_set[s], records.set_names.index(s)))
     labelled = real_hits = None
     if real is not None:
@@ -423,6 +481,8 @@ def analyze(
         "ece": crop_sets[requested_set]["ece"],
         "ece_bins": ECE_BINS,
     }
+    if data_layout == CORRUPTION_TREE:
+        record["corruptions"] = corruption_section(v, best, requested_set, table)
     if real is not None:
         record["real"] = {
             "file": real_source,

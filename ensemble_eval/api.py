@@ -415,10 +415,30 @@ def run(config) -> int:
             f"{display_path(rel)[:200]}: {why}); fix them (`ensemble-eval check-data {config.data}` lists them) "
             "or drop --strict"
         )
-    return _check_and_run(config, out, samples, listing.to_dict())
+    classes = class_subset(config.class_subset, samples)
+    return _check_and_run(config, out, samples, listing.to_dict(), classes, listing.layout)
 
 
-def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
+def class_subset(option: str, samples):
+    """The classes the prediction is restricted to (benchmarks.resolve_class_subset), said in one
+    line on stderr when --class-subset auto chose them; UserError for a subset that cannot be used."""
+    from .benchmarks import AUTO, SubsetError, resolve_class_subset
+    from .distributed import world_from_env
+
+    try:
+        subset = resolve_class_subset(option, samples)
+    except SubsetError as exc:
+        raise UserError(str(exc)) from None
+    if subset is not None and option == AUTO and world_from_env().is_main:
+        print(
+            f"ensemble-eval: --data holds {subset.describe()}: the prediction is restricted to them, as the "
+            "benchmark's protocol does (--class-subset all keeps every output)",
+            file=sys.stderr,
+        )
+    return subset
+
+
+def _check_and_run(config, out: Path, samples, data_report: dict, classes=None, layout: str | None = None) -> int:
     """Every image-free check (checkpoints, labels, crop size, ReaL), then the evaluation in the
     locked run directory."""
     from .distributed import world_from_env
@@ -453,7 +473,8 @@ def _check_and_run(config, out: Path, samples, data_report: dict) -> int:
     with RunLock(out) if main_process else contextlib.nullcontext():
         if main_process:
             check_run_out(out, config.overwrite, config.resume)
-        return run_evaluation(Job(config, out, samples, members, device, set_names, geometries, real, data_report))
+        job = Job(config, out, samples, members, device, set_names, geometries, real, data_report, classes, layout)
+        return run_evaluation(job)
 
 
 def _member_views(config, members, set_names: list[str]):

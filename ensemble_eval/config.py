@@ -88,6 +88,14 @@ class RunConfig:
     labels: str | None = option(
         group="inputs", metavar="FILE.csv", help="labels for a flat folder: rows filename,wnid or filename,index"
     )
+    class_subset: str = option(
+        "auto",
+        group="inputs",
+        metavar="auto|all|FILE",
+        help="restrict the prediction to a subset of the 1,000 classes: auto (when --data holds exactly "
+        "ImageNet-A's or ImageNet-R's 200 classes, as their protocols do), all (every output), or a file of "
+        "WordNet ids; default {default}",
+    )
     limit: int | None = option(
         group="inputs", kind="positive_int", metavar="N", help="evaluate only the first N images (sorted order)"
     )

@@ -233,6 +233,8 @@ class Job:
     geometries: Geometries  # each member's views (views.member_geometries)
     real: Any = None  # ImageNet-ReaL labels (analysis.read_real_labels), or None
     data_report: dict | None = None  # what under --data was not evaluated (listing.Listing.to_dict)
+    classes: Any = None  # benchmarks.ClassSubset: the prediction restricted to those classes, or None
+    data_layout: str | None = None  # what --data was recognised as (listing.Listing.layout)
 
     def plan(self, batch_size: int) -> Plan:
         c = self.config
@@ -248,6 +250,7 @@ class Job:
             seed=c.seed,
             save_statistics=c.save_logits,
             geometries=self.geometries,
+            classes=None if self.classes is None else self.classes.indices,
         )
 
     def resume_command(self) -> str:
@@ -405,9 +408,14 @@ def _finish(job: Job, store, plan: Plan, choice, resumed: bool, world: D.World) 
     result = _result(job, plan, total, resumed, world)
     compared_with = nested_under(c.protocol, list(plan.set_names))
     real_file = c.real_labels or ""
-    analysis = analyze(total.records, c.crops, num_classes, c.table, job.real, real_file, compared_with)  # in memory
+    analysis = analyze(
+        total.records, c.crops, num_classes, c.table, job.real, real_file, compared_with, job.data_layout
+    )  # in memory
     record = with_analysis(summary_record(c, job.members, result, job.device, choice, plan.geometries), analysis)
     record["data_listing"] = job.data_report or {"problems": [], "ignored": {}}
+    record["data_layout"] = job.data_layout
+    if job.classes is not None:
+        record["class_subset"] = job.classes.to_dict()
     written = [PREDICTIONS.name] + ([LOGITS.name] if c.save_logits else [])
     written += analysis_files(out, record)
     write_summary(out, record)

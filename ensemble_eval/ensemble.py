@@ -23,7 +23,15 @@ from .data import Sample, Views, crop_loader
 from .errors import UserError
 from .execution import Execution
 from .members.inspection import Member
-from .merge import CropGroups, curve_subsets, group_statistics, merge_records, statistics_for, table_rows
+from .merge import (
+    ClassRestriction,
+    CropGroups,
+    curve_subsets,
+    group_statistics,
+    merge_records,
+    statistics_for,
+    table_rows,
+)
 from .merge_modes import DEFAULT_MERGE
 from .metrics import Tally, hits_from_top5
 from .records import per_image_layout
@@ -206,6 +214,7 @@ class Plan:
     subsets: tuple[tuple[int, ...], ...] = ((0,),)  # member subsets: singletons, all, then the curve's
     save_statistics: bool = False  # keep float16 group statistics per image (--save-logits)
     geometries: Geometries | None = None  # each member's view and scaled scheme (given None: all on `scheme`)
+    classes: tuple[int, ...] | None = None  # the prediction restricted to these classes (None: every output)
 
     def __post_init__(self) -> None:
         if self.geometries is None:  # every member on the scheme as it is
@@ -226,6 +235,7 @@ class Plan:
         seed: int = DEFAULT_SEED,
         save_statistics: bool = False,
         geometries: Geometries | None = None,
+        classes: tuple[int, ...] | None = None,
     ) -> Plan:
         assert requested_set in set_names
         indices = sorted({i for name in set_names for i in scheme.set_indices(name)})
@@ -244,6 +254,7 @@ class Plan:
             tuple(curve_subsets(num_members, curve_samples, seed)),
             save_statistics,
             geometries,
+            None if classes is None else tuple(classes),
         )
 
     @property
@@ -371,6 +382,8 @@ def run_batches(
     keys_of = [scheme.keys() for scheme in geometries.schemes]
     names_of = [["/".join(map(str, keys[i].as_tuple())) for i in plan.indices] for keys in keys_of]
     view_names = [names_of[g] for g in geometries.of_member]  # each member's views at its own scales
+    num_classes = members[0].num_classes
+    restriction = None if plan.classes is None else ClassRestriction(plan.classes, num_classes, device)
     loader = crop_loader(
         samples,
         plan.loader_schemes,
@@ -382,12 +395,14 @@ def run_batches(
     )
     for batch_id, (batch, crops, targets) in zip(batch_ids, on_device(loader, device)):
         if batch.indices.numel() == 0:
-            yield empty_result(batch_id, plan, members[0].num_classes, batch.failures, batch.failure_files.numpy())
+            yield empty_result(batch_id, plan, num_classes, batch.failures, batch.failure_files.numpy())
             continue
         with torch.inference_mode():
             logits = member_logits(
                 crops, runners, plan.batch_size, channels_last, plan.precision, geometries.of_member
             )  # [M, B, K, C]
+            if restriction is not None:  # before any softmax: every merge is over these classes alone
+                logits, targets = restriction.logits(logits), restriction.targets(targets)
             statistics = group_statistics(logits, groups, names)  # {name: [M, B, G, C]}
             paths = [samples[i].rel_path for i in batch.indices.tolist()]
             problem = nonfinite_problem(logits, statistics, member_names, paths, view_names)
@@ -395,8 +410,10 @@ def run_batches(
                 records, subset_correct, requested = merge_records(
                     statistics, targets, groups, plan.subsets, plan.merges, plan.set_names.index(plan.requested_set)
                 )
+                if restriction is not None:
+                    records, requested = restriction.records(records, requested)
         if problem is not None:
-            yield replace(empty_result(batch_id, plan, members[0].num_classes, []), problem=problem)
+            yield replace(empty_result(batch_id, plan, num_classes, []), problem=problem)
             continue
         hits = hits_from_top5(records["top5"][..., 0, :], batch.targets.numpy())  # first merge
         saved = {}

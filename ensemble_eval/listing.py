@@ -489,26 +489,77 @@ def list_dataset(root: str | os.PathLike, labels: str | os.PathLike | None = Non
             "or pass --labels FILE.csv for a flat folder"
         )
     unknown = sorted(d for d in classes if d not in mapping)
-    if unknown:
+    layout = WNID_FOLDERS
+    if unknown and all(_is_class_index(d) for d in classes):
+        layout = INDEX_FOLDERS
+    elif unknown and _is_corruption_tree(root, classes, mapping):
+        layout = CORRUPTION_TREE
+    elif unknown:
         raise DataError(
             f"folder {short_repr(unknown[0])} in {root} is not an ImageNet-1k WordNet id ({len(unknown)} such "
-            "folder(s)); name class folders by wnid (e.g. n01440764) or pass --labels FILE.csv"
+            "folder(s)); name class folders by wnid (e.g. n01440764) or by class index (0-999, ImageNet-V2), "
+            "use an ImageNet-C tree (<corruption>/<severity>/<wnid>/), or pass --labels FILE.csv"
         )
     tree = _walk(root, entries)
+    classes_of = {c.index: c.wnid for c in imagenet_classes()}
+    depth = 3 if layout == CORRUPTION_TREE else 1  # folders above the image: class, or corruption/severity/class
     samples = []
     for rel, path in tree.files:
-        top, _, rest = rel.partition("/")
-        name = rel.rsplit("/", 1)[-1]
+        parts = rel.split("/")
+        name = parts[-1]
         if not is_image_name(name):
             tree.ignored[_kind_of(name)] += 1
-        elif not rest:
+        elif len(parts) <= depth or not _in_classes(parts, depth, layout, mapping):
             tree.ignored[OUTSIDE_CLASSES] += 1
+        elif layout == INDEX_FOLDERS:
+            samples.append(Sample(Path(path), rel, int(parts[0]), classes_of[int(parts[0])]))
         else:
-            samples.append(Sample(Path(path), rel, mapping[top], top))
+            wnid = parts[depth - 1]
+            group = "/".join(parts[:2]) if layout == CORRUPTION_TREE else None
+            samples.append(Sample(Path(path), rel, mapping[wnid], wnid, group))
     listing = _finish(root, samples, tree)
+    listing.layout = layout
     if not listing.samples and not listing.problems:
         raise DataError(f"no images found under {root} (looked for {', '.join(IMAGE_EXTENSIONS)} and Pillow's formats)")
     return listing
+
+
+WNID_FOLDERS, INDEX_FOLDERS, CORRUPTION_TREE = "wnid folders", "index folders", "ImageNet-C tree"
+SEVERITY_NAMES = frozenset("12345")
+
+
+def _is_class_index(name: str) -> bool:
+    """'0' ... '999' as written (ImageNet-V2's folders): no sign, no leading zero."""
+    return name.isascii() and name.isdigit() and len(name) <= 3 and (name == "0" or name[0] != "0")
+
+
+def _subfolders(path: Path) -> list[str] | None:
+    """The names of the folders in `path` that are not hidden (None when it cannot be listed)."""
+    try:
+        return [e.name for e in _scandir(path) if not e.name.startswith(".") and e.is_dir()]
+    except OSError:
+        return None
+
+
+def _is_corruption_tree(root: Path, tops: list[str], mapping: dict[str, int]) -> bool:
+    """Whether `root` is laid out as ImageNet-C: <corruption>/<severity 1-5>/<wnid>/images, every
+    corruption folder holding severity folders only, each of those wnid folders only."""
+    for top in tops:
+        if top in mapping or _is_class_index(top):
+            return False
+        severities = _subfolders(root / top)
+        if not severities or not set(severities) <= SEVERITY_NAMES:
+            return False
+    first = _subfolders(root / tops[0] / _subfolders(root / tops[0])[0])
+    return bool(first) and all(w in mapping for w in first)
+
+
+def _in_classes(parts: list[str], depth: int, layout: str, mapping: dict[str, int]) -> bool:
+    """Whether the folders above an image are a class folder of the layout (an ImageNet-C tree:
+    a severity folder 1-5 and a wnid; the top folder was checked with the root)."""
+    if layout != CORRUPTION_TREE:
+        return True
+    return parts[1] in SEVERITY_NAMES and parts[2] in mapping
 
 
 def _finish(root: Path, samples: list[Sample], tree: _Tree) -> Listing:

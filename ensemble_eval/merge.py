@@ -222,3 +222,37 @@ def merge_records(
         "confidence": torch.stack(records["confidence"], dim=-1).cpu().numpy(),
     }
     return out, torch.stack(correct, dim=2).cpu().numpy().astype(np.int64), requested.cpu().numpy()
+
+
+class ClassRestriction:
+    """The prediction restricted to some classes (ImageNet-A's or -R's 200, --class-subset):
+    the other outputs are dropped before any softmax, so every merge mode, crop set and member
+    subset is computed over those classes alone, exactly as a softmax over them; the records
+    keep canonical class indices (the restricted probabilities are 0 elsewhere).
+
+    Live (ensemble.run_batches) and rebuilt from logits.npz (analysis.records_from_logits),
+    whose statistics are the restricted ones."""
+
+    def __init__(self, classes: tuple[int, ...] | list[int] | np.ndarray, num_classes: int, device=None):
+        self.indices = np.asarray(classes, dtype=np.int64)
+        self.num_classes = num_classes
+        self.classes = torch.as_tensor(self.indices, device=device)
+        position = torch.full((num_classes,), -1, dtype=torch.int64)
+        position[torch.from_numpy(self.indices)] = torch.arange(len(self.indices))
+        self.position = position.to(device)
+
+    def logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """[..., C] -> [..., C'] the restricted classes' outputs."""
+        return logits.index_select(-1, self.classes)
+
+    def targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """Canonical class indices -> positions among the restricted classes (every target is one)."""
+        return self.position.to(targets.device)[targets]
+
+    def records(self, out: dict[str, np.ndarray], requested: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """merge_records' per-image records and requested probabilities, back in canonical classes."""
+        top5 = out["top5"]
+        canonical = np.where(top5 >= 0, self.indices[np.maximum(top5, 0)], -1).astype(class_dtype(self.num_classes))
+        full = np.zeros((len(requested), self.num_classes), dtype=requested.dtype)
+        full[:, self.indices] = requested
+        return out | {"top5": canonical}, full

@@ -97,6 +97,21 @@ PER_CLASS_CSV = OutputFile(
     render="per_class_csv",
     schema="ClassRow",
 )
+CORRUPTIONS_CSV = OutputFile(
+    "corruptions.csv",
+    "run, report",
+    "with an ImageNet-C tree as --data",
+    "per setting, corruption and severity: errors with intervals, and the corruption's CE against AlexNet.",
+    render="corruptions_csv",
+    schema="CorruptionRow",
+)
+CORRUPTIONS_PNG = OutputFile(
+    "corruptions.png",
+    "run, report",
+    "with an ImageNet-C tree as --data, when matplotlib is installed",
+    "top-1 error against severity, one line per corruption (all members at the most crops).",
+    render="corruptions_png",
+)
 
 # summary.json first: removed first, so no result outlives its run; the derived files in the
 # order a run lists them.
@@ -110,6 +125,8 @@ OUTPUTS: tuple[OutputFile, ...] = (
     CURVE_PNG,
     MERGES_CSV,
     PER_CLASS_CSV,
+    CORRUPTIONS_CSV,
+    CORRUPTIONS_PNG,
 )
 OUTPUT_FILES: tuple[str, ...] = tuple(f.name for f in OUTPUTS)  # every result file a run or report owns
 DERIVED: tuple[OutputFile, ...] = tuple(f for f in OUTPUTS if f.render is not None)  # rendered from the record

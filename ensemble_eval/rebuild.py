@@ -124,7 +124,10 @@ def _analysed(request: Request, summary: dict, records, ids: list[int]) -> dict:
     num_classes = summary.get("num_classes", IMAGENET_CLASSES)
     real = read_real_labels(request.real_labels, num_classes) if request.real_labels else None
     nesting = _compared_with(summary, records.set_names)
-    analysis = analyze(records, crops, num_classes, "table" in summary, real, request.real_labels or "", nesting)
+    layout = summary.get("data_layout")
+    analysis = analyze(
+        records, crops, num_classes, "table" in summary, real, request.real_labels or "", nesting, layout
+    )
     record = with_analysis(summary | {"crops": crops}, analysis, ids)
     record["num_crops"] = records.crops_per_set[crops]
     return record

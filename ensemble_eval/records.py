@@ -92,8 +92,9 @@ def per_image_layout(plan, num_classes: int) -> dict[str, tuple[type, tuple[int,
     layout = dict(zip(PER_IMAGE_FIELDS, per_image))
     if plan.save_statistics:
         groups = len(plan.groups.positions)
+        width = num_classes if plan.classes is None else len(plan.classes)  # restricted: those classes' columns
         for name in statistics_for(plan.merges):
-            layout[f"stat_{name}"] = (np.float16, (plan.num_members, groups, num_classes))
+            layout[f"stat_{name}"] = (np.float16, (plan.num_members, groups, width))
     return layout
 
 
@@ -361,6 +362,8 @@ def _write_logits(out: Path, common: dict, layout: dict, chunks: Chunks, plan, n
     set_groups = np.array([[g in s for g in range(len(groups.positions))] for s in groups.sets], dtype=bool)
     stats = {f: layout[f] for f in layout if f.startswith("stat_")}
     extra = {"group_sizes": np.array(groups.sizes, dtype=np.int64), "set_groups": set_groups}
+    if plan.classes is not None:  # the statistics' columns are these classes (--class-subset)
+        extra["classes"] = np.array(plan.classes, dtype=np.int64)
     _write_npz(out / "logits.npz", common | extra, stats, chunks, n)
 
 
@@ -467,7 +470,10 @@ def open_logits(run_dir: Path) -> tuple[Path, dict[str, np.ndarray]]:
     """(RUN_DIR/logits.npz, its small arrays LOGITS_SMALL); the statistics: npz_memmap(path, name)."""
     path = Path(run_dir) / "logits.npz"
     with _open_npz(path, "logits.npz, written with --save-logits") as z:
-        return path, {k: _read(z, path, k) for k in LOGITS_SMALL}
+        small = {k: _read(z, path, k) for k in LOGITS_SMALL}
+        if "classes" in z.files:  # a restricted prediction (--class-subset): its classes
+            small["classes"] = _read(z, path, "classes")
+        return path, small
 
 
 def _npy_header(fh, path: Path, name: str) -> tuple[tuple, np.dtype]:

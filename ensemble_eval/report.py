@@ -194,6 +194,8 @@ def render_report(record: dict, markdown: bool = False) -> str:
             "members against the best member at the same crops; the best member is the one with the lowest "
             "top-1 error at the fewest crops.",
         ]
+    if record.get("corruptions"):
+        parts += _corruption_parts(record["corruptions"], fmt, head)
     if record["paired_tests"]:
         parts += [f"{head}Paired tests: exact McNemar on the same {n} images", fmt(*_tests_section(record))]
     if record.get("table"):
@@ -267,6 +269,80 @@ def _summary_problem(record: object) -> str | None:
     return None
 
 
+def _corruption_parts(section: dict, fmt, head: str) -> list[str]:
+    """ImageNet-C: one line per setting (mCE), then the last setting's errors (all members at the
+    most crops) per corruption and severity, with each corruption's mean and CE."""
+    severities = section["severities"]
+    lines = []
+    for s in section["settings"]:
+        mce = "-" if s["mce"] is None else _pct(s["mce"])
+        lines.append(f"{s['label']}, {s['crops']} crop(s): mCE {mce} over {s['corruptions_in_mce']} corruption(s)")
+    last = section["settings"][-1]
+    if not last["complete"]:
+        lines.append(
+            f"partial: {len(section['corruptions'])} corruption(s) at severities "
+            f"{', '.join(map(str, severities))}; published mCE figures use the 15 corruptions at severities 1-5, "
+            "so these are not comparable to them"
+        )
+    header = ["Corruption", *[f"sev {v}" for v in severities], "mean", "CE"]
+    rows = []
+    for c in section["corruptions"]:
+        cells = last["errors"][c]
+        row = [c, *[_pct(cells[str(v)]["top1_err"]) if str(v) in cells else "-" for v in severities]]
+        ce = last["ce"].get(c)
+        rows.append(row + [_pct(last["mean_error"][c]), "-" if ce is None else _pct(ce)])
+    title = (
+        f"{head}ImageNet-C: top-1 error in %, {last['label']}, {last['crops']} crop(s); "
+        "CE and mCE relative to AlexNet (= 100%)"
+    )
+    return [title, "\n".join(lines), fmt(header, rows)]
+
+
+def corruption_rows(section: dict) -> list[dict]:
+    """corruptions.csv: one row per setting, corruption and severity."""
+    rows = []
+    for s in section["settings"]:
+        for c in section["corruptions"]:
+            for severity, cell in s["errors"][c].items():
+                rows.append(
+                    {"label": s["label"], "models": s["models"], "crops": s["crops"], "corruption": c}
+                    | {"severity": int(severity)}
+                    | cell
+                    | {"ce": s["ce"].get(c)}
+                )
+    return rows
+
+
+def plot_corruptions(section: dict) -> bytes | None:
+    """corruptions.png: top-1 error against severity, one line per corruption, for the last
+    setting (all members at the most crops); None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    last = section["settings"][-1]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for c in section["corruptions"]:
+        cells = last["errors"][c]
+        xs = sorted(int(v) for v in cells)
+        ax.plot(xs, [100 * cells[str(v)]["top1_err"] for v in xs], marker="o", label=c)
+    ax.set_xlabel("severity")
+    ax.set_ylabel("top-1 error (%)")
+    ax.set_xticks(section["severities"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    mce = "" if last["mce"] is None else f", mCE {_pct(last['mce'])}"
+    ax.set_title(f"ImageNet-C: {last['label']}, {last['crops']} crop(s){mce}", fontsize=9)
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, dpi=120, format="png")
+    plt.close(fig)
+    return png.getvalue()
+
+
 def plot_curve(curve: list[dict], merge: str) -> bytes | None:
     """curve.png: top-1 and top-5 error against the number of members, one line per crop set.
 
@@ -332,6 +408,14 @@ def merges_csv(record: dict) -> str | None:
 
 def per_class_csv(record: dict) -> str | None:
     return csv_text("ClassRow", record["per_class"]["classes"]) if record["num_images"] else None
+
+
+def corruptions_csv(record: dict) -> str | None:
+    return csv_text("CorruptionRow", corruption_rows(record["corruptions"])) if record.get("corruptions") else None
+
+
+def corruptions_png(record: dict) -> bytes | None:
+    return plot_corruptions(record["corruptions"]) if record.get("corruptions") else None
 
 
 def analysis_files(out: Path, record: dict) -> list[str]:
@@ -403,10 +487,11 @@ def with_analysis(record: dict, analysis: dict, member_ids: list[int] | None = N
         record["table"] = analysis["table"]
     else:
         record.pop("table", None)
-    if "real" in analysis:
-        record["real"] = analysis["real"]
-    else:
-        record.pop("real", None)
+    for key in ("real", "corruptions"):
+        if key in analysis:
+            record[key] = analysis[key]
+        else:
+            record.pop(key, None)
     ids = range(len(record["models"])) if member_ids is None else member_ids
     record["models"] = [record["models"][i] | {"errors": m["errors"]} for i, m in zip(ids, analysis["members"])]
     record["num_models"] = len(record["models"])

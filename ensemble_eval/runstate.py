@@ -65,6 +65,8 @@ def fingerprint(members, samples, plan) -> dict:
         "subsets": [list(u) for u in plan.subsets],
         "save_logits": plan.save_statistics,
     }
+    if plan.classes is not None:  # absent when every output counts (as before class subsets)
+        fp["classes"] = list(plan.classes)
     geo = plan.geometries
     if geo.backend != "tensor" or {s.geometry_key() for s in geo.schemes} != {plan.scheme.geometry_key()}:
         fp["views"] = geo.to_dict()  # members on views other than the protocol's (absent otherwise, as before)

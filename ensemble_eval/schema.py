@@ -353,6 +353,49 @@ Skipped = record_type(
     [Field("path", "str", "relative to --data"), Field("reason", "str", "why")],
 )
 
+CorruptionSetting = record_type(
+    "CorruptionSetting",
+    "One setting (members x crops) on ImageNet-C (summary `corruptions.settings`).",
+    [
+        Field("label", "str", "`best member (NAME)` or `all members`"),
+        Field("models", "int", "members in the setting"),
+        Field("crops", "int", "crops of the crop set"),
+        Field("crop_set", "str", "the crop set"),
+        Field("errors", "object", "{corruption: {severity: Errors}}: every corruption and severity evaluated"),
+        Field("mean_error", "object", "{corruption: top-1 error averaged over its severities}"),
+        Field("ce", "object", "{corruption: corruption error, against AlexNet's} for the 15 corruptions of the mCE"),
+        Field("mce", "float", "mean corruption error over those present (AlexNet = 1; null: none present)"),
+        Field("corruptions_in_mce", "int", "how many of the 15 were present"),
+        Field("complete", "bool", "all 15 corruptions at all 5 severities: comparable to published mCE"),
+    ],
+)
+
+Corruptions = record_type(
+    "Corruptions",
+    "ImageNet-C, evaluated in one run from its tree <corruption>/<severity>/<wnid>/ (summary `corruptions`).",
+    [
+        Field("corruptions", "list of str", "in the paper's order, then the extra ones, then others"),
+        Field("severities", "list of int", "the severities present"),
+        Field("complete_severities", "bool", "severities 1-5 all present"),
+        Field("baseline", "str", "where AlexNet's errors come from"),
+        Field("settings", "list of CorruptionSetting", "per setting", of="CorruptionSetting"),
+    ],
+)
+
+CorruptionRow = record_type(
+    "CorruptionRow",
+    "One setting at one corruption and severity (corruptions.csv).",
+    [
+        Field("label", "str", "the setting's row", True),
+        Field("models", "int", "members", True),
+        Field("crops", "int", "crops", True),
+        Field("corruption", "str", "the corruption", True),
+        Field("severity", "int", "1-5", True),
+        *errors(),
+        Field("ce", "float", "the corruption's CE (the same on each of its rows; empty outside the 15)", True),
+    ],
+)
+
 RUN, REPORT, TABLE = "", "in a report's record", "with --table"
 
 Summary = record_type(
@@ -437,6 +480,27 @@ Summary = record_type(
             "entries that could not be listed or read), `ignored` (counts of files that are not images, by "
             "extension, and of hidden entries)",
             when="in a run's record",
+        ),
+        Field(
+            "data_layout",
+            "str",
+            "what --data was recognised as: `wnid folders`, `index folders`, "
+            "`ImageNet-C tree`, `labels file`, `Parquet shards`, `tar shards`",
+            when="in records since data layouts",
+        ),
+        Field(
+            "class_subset",
+            "object",
+            "the classes the prediction was restricted to: `name` (ImageNet-A, ImageNet-R or the "
+            "--class-subset file), `num_classes`, `indices`",
+            when="when restricted",
+        ),
+        Field(
+            "corruptions",
+            "Corruptions",
+            "ImageNet-C errors, CE and mCE",
+            of="Corruptions",
+            when="with an ImageNet-C tree",
         ),
         Field("rebuilt_from", "str", "`predictions.npz` or `logits.npz (float16 group statistics)`", when=REPORT),
         Field("run_dir", "str", "the run the report was made from", when=REPORT),
