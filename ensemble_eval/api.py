@@ -196,7 +196,7 @@ def evaluate(
         on stderr, follows `progress`).
     **options: any other setting of the command, by its config name (docs/usage.md):
         crops="10", table=True, limit=100, labels=..., views="native", resize_backend="pil",
-        merge, compare_merges, save_logits, real_labels, device, batch_size, workers,
+        class_subset ("auto", "all" or a file of wnids), merge, compare_merges, save_logits, real_labels, device, batch_size, workers,
         precision, compile, channels_last, progress, strict, trust_checkpoints, ema, seed,
         curve_samples, save_every, save_interval, overwrite, resume.
 
