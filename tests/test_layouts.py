@@ -315,7 +315,7 @@ def corruption_run(corruption_tree, demo_ckpts, tmp_path_factory):
     out = tmp_path_factory.mktemp("c") / "run"
     code = main(
         ["--models", *map(str, demo_ckpts), "--data", str(corruption_tree), "--config", QUICK, "--table"]
-        + ["--workers", "0", "--no-progress", "--out", str(out), "--save-logits"]
+        + ["--workers", "0", "--no-progress", "--out", str(out), "--save-logits", "--batch-size", "72"]
     )
     assert code == 0
     return out
@@ -359,3 +359,19 @@ def test_imagenet_c_outputs_and_report(corruption_run, tmp_path, capsys):
     first = json.loads((corruption_run / "summary.json").read_text())
     assert again["corruptions"] == first["corruptions"]
     assert "mCE" in capsys.readouterr().out
+
+
+def test_a_killed_imagenet_c_run_resumes_to_the_same_results(corruption_tree, corruption_run, demo_ckpts, tmp_path):
+    from test_scale import _kill_after, _run
+
+    out = tmp_path / "killed"
+    args = ["--models", *map(str, demo_ckpts), "--data", str(corruption_tree), "--config", QUICK, "--table"]
+    args += ["--workers", "0", "--no-progress", "--save-logits", "--batch-size", "72", "--save-every", "1"]
+    assert _kill_after([*args, "--out", str(out)], out, 3), "the run finished before it could be killed"
+    resumed = _run([*args, "--out", str(out), "--resume"])
+    _, stderr = resumed.communicate()
+    assert resumed.returncode == 0, stderr
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (corruption_run, out))
+    assert b["resumed"] and a["corruptions"] == b["corruptions"] and a["table"] == b["table"]
+    pa, pb = (np.load(d / "predictions.npz") for d in (corruption_run, out))
+    assert list(pa["paths"]) == list(pb["paths"]) and np.array_equal(pa["probs"], pb["probs"])
