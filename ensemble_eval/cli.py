@@ -59,6 +59,9 @@ examples:
   # rebuild tables, tests and curves from a finished run, without the models (here: 3 members)
   ensemble-eval report runs/t3 --members 0 2 5
 
+  # one ensemble's Table 3 on several evaluation sets (finished runs) side by side
+  ensemble-eval compare val=runs/val v2=runs/v2 sketch=runs/sketch --out runs/shift
+
 outputs (in --out): summary.json, predictions.npz, per_class.csv; with --table table.md, table.csv;
 with 2+ models curve.csv (and curve.png when matplotlib is installed); with --compare-merges
 merges.csv; with --save-logits logits.npz. See docs/output-files.md.
