@@ -38,6 +38,7 @@ METRIC_WORDS = {"top1": "top-1", "top5": "top-5"}
 GROUPS = {"best": "best member", "all": "all members"}  # Table 3's order: the best member's rows first
 MISSING = "—"
 MAX_NAME = 64
+ROUNDING = 1e-9  # the float slack of the checks: a Wilson interval of 0 errors may start at 1e-17
 # the settings of a run that change its numbers without changing its members: a difference is a note
 SETTINGS_THAT_MATTER = ("protocol", "merge", "views", "resize_backend", "precision", "num_classes")
 CSV_COLUMNS = (
@@ -332,9 +333,12 @@ def _errors(path: Path, where: str, d: dict, n: int) -> dict[str, tuple[float, f
         err, ci, correct = d.get(f"{k}_err"), d.get(f"{k}_err_ci"), d.get(f"{k}_correct")
         if not _fraction(err):
             raise _damaged(path, f"{where}{k}_err", err)
-        if not (isinstance(ci, list) and len(ci) == 2 and all(map(_fraction, ci)) and ci[0] <= err <= ci[1]):
+        inside = isinstance(ci, list) and len(ci) == 2 and all(map(_fraction, ci))
+        if not (inside and ci[0] - ROUNDING <= err <= ci[1] + ROUNDING):  # 0 of 10 wrong: low end 1e-17
             raise _damaged(path, f"{where}{k}_err_ci (against {k}_err {err!r})", ci)
-        if correct is not None and not (_is_int(correct) and 0 <= correct <= n and abs((n - correct) / n - err) < 1e-9):
+        if correct is not None and not (
+            _is_int(correct) and 0 <= correct <= n and abs((n - correct) / n - err) < ROUNDING
+        ):
             raise _damaged(path, f"{where}{k}_correct (of {n} images, against {k}_err {err!r})", correct)
         out[k] = (float(err), float(ci[0]), float(ci[1]))
     return out
@@ -427,6 +431,8 @@ def read_column(run_dir: Path) -> tuple[dict, dict[Setting, Cell], bool, dict[Se
             "--resume, then compare"
         )
     summary = read_summary(run_dir)
+    if not summary["models"]:
+        raise _damaged(run_dir / "summary.json", "models", summary["models"])
     table = summary.get("table")
     if table is not None and not isinstance(table, list):
         raise _damaged(run_dir / "summary.json", "table", table)
@@ -540,6 +546,8 @@ def compare(request: Request) -> Comparison:
         raise CompareError("no run directories given; pass at least one [NAME=]RUN_DIR")
     seen: dict[str, Path] = {}
     for _, path in request.runs:
+        if "\x00" in str(path):  # from Python only: no file name holds one
+            raise CompareError(f"{printable(str(path))[:120]} is not a usable path (a NUL character)")
         real = os.path.realpath(path)
         if real in seen:
             also = "" if str(seen[real]) == str(path) else f" (also as {printable(str(seen[real]))})"
@@ -551,6 +559,7 @@ def compare(request: Request) -> Comparison:
             read.append(read_column(Path(path)))
         except OSError as exc:  # a permission or a name problem no check foresaw: the path, in one line
             raise RunDirError(f"{printable(str(path))} cannot be read ({exc.strerror or exc})") from None
+
     names, naming = _name_columns(request.runs, [r[0] for r in read])
     columns = [
         Column(name, Path(path), summary, cells, headline, mce)

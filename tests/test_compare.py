@@ -254,6 +254,11 @@ def test_what_is_not_a_finished_run_or_a_usable_name_is_one_line(runs, tmp_path,
     assert expected in _error(capsys)
 
 
+def test_a_path_python_cannot_use_is_one_error():
+    with pytest.raises(UserError, match="is not a usable path"):
+        ee.compare_runs(["a\x00b"])
+
+
 @pytest.mark.parametrize(
     "argv,expected",
     [
@@ -286,6 +291,14 @@ def _fifo(run: Path) -> None:
     os.mkfifo(run / "summary.json")
 
 
+def _huge(run: Path) -> None:
+    os.truncate(run / "summary.json", 300 << 20)  # sparse: a declared size, no disk spent
+
+
+def _deep(run: Path) -> None:
+    (run / "summary.json").write_text("[" * 100_000)
+
+
 def _dangling(run: Path) -> None:
     (run / "summary.json").unlink()
     (run / "summary.json").symlink_to(run / "elsewhere.json")
@@ -297,6 +310,8 @@ def _dangling(run: Path) -> None:
         (_truncate, "summary.json cannot be read (JSONDecodeError)"),
         (_non_utf8, "summary.json cannot be read (UnicodeDecodeError)"),
         (_fifo, "summary.json cannot be read (NotRegularFile)"),
+        (_huge, "summary.json cannot be read (FileTooLarge)"),
+        (_deep, "summary.json cannot be read (RecursionError)"),
         (_dangling, "holds no summary.json"),
     ],
 )
@@ -332,6 +347,7 @@ def _cell(summary: dict, i: int = 3) -> dict:
         (lambda s: _cell(s, 2).update(crop_set="10", crops=10), "a second cell of the same setting"),
         (lambda s: s["table"].__setitem__(0, [1, 2]), "table[0] is [1, 2]"),
         (lambda s: s.update(models="a.pt"), "models is not a list of members"),
+        (lambda s: s.update(models=[]), "models is []"),
     ],
 )
 def test_a_damaged_or_edited_record_is_refused_not_shown(runs, tmp_path, capsys, edit, expected):
@@ -339,6 +355,16 @@ def test_a_damaged_or_edited_record_is_refused_not_shown(runs, tmp_path, capsys,
     assert main(["compare", str(runs["val"]), str(run)]) == 2
     err = _error(capsys)
     assert expected in err and str(run) in err
+
+
+@pytest.mark.parametrize("n", [1, 10, 13, 15, 17, 1000, 49999])
+def test_every_count_the_tool_can_write_is_accepted(n):
+    from ensemble_eval.metrics import wilson_interval
+
+    for wrong in sorted({0, 1, n // 3, n - 1, n}):  # the ends: a low end of 1e-17 above an error of 0
+        cell = {"top1_err": wrong / n, "top1_err_ci": list(wilson_interval(wrong, n)), "top1_correct": n - wrong}
+        cell |= {"top5_err": 0.0, "top5_err_ci": list(wilson_interval(0, n)), "top5_correct": n}
+        assert comparison._errors(Path("s.json"), "", cell, n)["top1"][0] == wrong / n
 
 
 def test_an_edited_headline_is_refused(runs, tmp_path, capsys):
