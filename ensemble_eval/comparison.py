@@ -296,7 +296,7 @@ def _name_columns(runs: list[tuple[str | None, Path]], summaries: list[dict]) ->
         while unique in taken:
             unique, k = f"{base}-{k}", k + 1
         if unique != base:
-            notes.append(f"{unique} is {printable(str(path))} (its --data folder is also named {base})")
+            notes.append(f"{unique} is {printable(str(path))} (its --data folder, {base}, names another column)")
         taken.add(unique)
         names.append(unique)
     return names, notes

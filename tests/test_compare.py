@@ -191,7 +191,9 @@ def test_names_come_from_the_data_folder_and_are_made_unique(runs, tmp_path):
     shutil.copytree(runs["val"], copy)  # the same --data folder name, another run directory
     done = ee.compare_runs([runs["val"], runs["v2"], copy])
     assert [c.name for c in done.columns] == ["val", "v2", "val-2"]
-    assert any(n.startswith("names: val-2 is ") and "also named val" in n for n in done.notes)
+    assert any(
+        n.startswith("names: val-2 is ") and "(its --data folder, val, names another column)" in n for n in done.notes
+    )
     named = ee.compare_runs([f"val-2={runs['v2']}", runs["val"], copy])  # a derived name yields to a given one
     assert [c.name for c in named.columns] == ["val-2", "val", "val-3"]
 
