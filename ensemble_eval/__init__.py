@@ -10,16 +10,25 @@ The Python API (docs/python-api.md):
     results = ee.evaluate("ckpts/*.pt", "/data/imagenet/val", crops="10", out="runs/ab")
     ee.load_results("runs/ab")
 
-`evaluate`, `validate`, `rebuild_report`, `load_results`, `Results` and `Validation` live in
+`evaluate`, `validate`, `rebuild_report`, `compare_runs`, `load_results`, `Results` and `Validation` live in
 `ensemble_eval.api` and are imported on first use, so `import ensemble_eval` (and the command's --help) stays instant.
 """
 
 __version__ = "0.1.0"
-__all__ = ["Results", "Validation", "__version__", "evaluate", "load_results", "rebuild_report", "validate"]
+__all__ = [
+    "Results",
+    "Validation",
+    "__version__",
+    "compare_runs",
+    "evaluate",
+    "load_results",
+    "rebuild_report",
+    "validate",
+]
 
 
 def __getattr__(name: str):
-    if name in ("Results", "Validation", "evaluate", "load_results", "rebuild_report", "validate"):
+    if name in ("Results", "Validation", "compare_runs", "evaluate", "load_results", "rebuild_report", "validate"):
         from . import api
 
         return getattr(api, name)

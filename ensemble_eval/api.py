@@ -7,6 +7,7 @@
     results.rows("members")                 # one dict per member (its errors per crop set)
     results.records["top5"]                 # per-image arrays (numpy), as predictions.npz holds them
     ee.load_results("runs/ab")              # the same Results from a finished run directory
+    ee.compare_runs(["val=runs/val", "v2=runs/v2"])   # several evaluation sets side by side
 
 Every run writes its run directory as the command does (summary.json, predictions.npz, the
 report files), so a run started from Python can be read, reported and resumed from the shell
@@ -170,6 +171,29 @@ def rebuild_report(
     )
     done = rebuild(request)
     return Results(done.out, done.record)
+
+
+def compare_runs(
+    runs: list[str | Path] | dict[str, str | Path],
+    out: str | Path | None = None,
+    *,
+    metric: str = "top1",
+    allow_different_members: bool = False,
+    overwrite: bool = False,
+):
+    """Several finished runs of one ensemble side by side (`ensemble-eval compare`): rows the
+    Table 3 settings, columns the data sets; a comparison.Comparison.
+
+    runs: run directories, each `NAME=RUN_DIR` or `RUN_DIR` (named after its --data folder), or
+    a dict of names to run directories. out: where compare.md, compare.csv and compare.png go
+    (None: nothing is written). metric: "top1" or "top5", the error the table and plot show
+    (compare.csv holds both). allow_different_members: compare runs of other members too
+    (refused otherwise). overwrite: replace files in `out` the comparison did not write.
+    Returns the Comparison: `render()` (the text the command prints; markdown=True: compare.md),
+    `rows()` (compare.csv's rows as dicts), `columns`, `settings`, `notes`, `written`."""
+    from .comparison import compare, request_from
+
+    return compare(request_from(runs, out, metric, allow_different_members, overwrite))
 
 
 def evaluate(
@@ -499,4 +523,4 @@ def _say_views(scheme, members, geometries) -> None:
         print(f"ensemble-eval: {member.name}: {view.describe()}, scales {scales}", file=sys.stderr)
 
 
-__all__ = ["Results", "Validation", "evaluate", "load_results", "rebuild_report", "run", "validate"]
+__all__ = ["Results", "Validation", "compare_runs", "evaluate", "load_results", "rebuild_report", "run", "validate"]

@@ -4,6 +4,7 @@
     ensemble-eval validate CKPT ...           inspect checkpoints, one verdict per file
     ensemble-eval check-data DIR              decode every image first, list the problems
     ensemble-eval report RUN_DIR              rebuild a finished run's tables and curves
+    ensemble-eval compare RUN_DIR ...         several evaluation sets side by side
 
 Exit codes: 0 success; 1 `validate` found unusable checkpoints; 2 a user error (bad flag,
 path, checkpoint, image, config), reported in one line; 3 finished, but undecodable images
@@ -57,6 +58,9 @@ examples:
 
   # rebuild tables, tests and curves from a finished run, without the models (here: 3 members)
   ensemble-eval report runs/t3 --members 0 2 5
+
+  # one ensemble's Table 3 on several evaluation sets (finished runs) side by side
+  ensemble-eval compare val=runs/val v2=runs/v2 sketch=runs/sketch --out runs/shift
 
 outputs (in --out): summary.json, predictions.npz, per_class.csv; with --table table.md, table.csv;
 with 2+ models curve.csv (and curve.png when matplotlib is installed); with --compare-merges
@@ -351,7 +355,50 @@ def _add_report(commands) -> None:
     _add_option(p, "seed", help="seed of the curve's subset sample (logits)")
 
 
-COMMANDS = {"run": _add_run, "validate": _add_validate, "check-data": _add_check_data, "report": _add_report}
+COMPARE_EPILOG = """\
+examples:
+  ensemble-eval compare val=runs/val v2=runs/v2 sketch=runs/sketch   # the table on stdout
+  ensemble-eval compare runs/val runs/v2 --metric top5 --out runs/shift   # + compare.md, .csv, .png
+
+Each RUN_DIR is the --out of a finished run of the same members (--table for every Table 3
+row; a run without it gives its reported setting alone). A column is named NAME, else after
+the run's --data folder. Cells: error % [95% Wilson interval]; — where a run lacks the setting.
+"""
+
+
+def _add_compare(commands) -> None:
+    p = commands.add_parser(
+        "compare",
+        allow_abbrev=False,
+        description="Finished runs of one ensemble on several evaluation sets side by side: rows the Table 3 "
+        "settings (best member and all members at each crop set), columns the data sets.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("runs", nargs="+", metavar="[NAME=]RUN_DIR", help="finished run directories, each optionally named")
+    _add_option(p, "out", help="write compare.md, compare.csv and compare.png there (default: print only)")
+    p.add_argument(
+        "--metric", choices=["top1", "top5"], default="top1", help="the error the table and plot show (default top1)"
+    )
+    p.add_argument(
+        "--allow-different-members",
+        action="store_true",
+        help="compare runs whose members differ (refused otherwise; the difference is listed under the table)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in --out that the comparison did not write or that were changed since",
+    )
+
+
+COMMANDS = {
+    "run": _add_run,
+    "validate": _add_validate,
+    "check-data": _add_check_data,
+    "report": _add_report,
+    "compare": _add_compare,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:
-    """The parser of one command ("run", "validate", "check-data", "report")."""
+    """The parser of one command ("run", "validate", "check-data", "report", "compare")."""
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return commands.choices[name]
@@ -391,6 +438,15 @@ def run_report(args: argparse.Namespace) -> int:
     done = rebuild(request)
     print(done.headline())
     print(run_text(done.record, done.written, done.out, None, None), end="")
+    return EXIT_OK
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """`compare`: comparison.compare over the runs given, then its text."""
+    from .comparison import compare, request_from
+
+    done = compare(request_from(args.runs, args.out, args.metric, args.allow_different_members, args.overwrite))
+    print(done.text(), end="")
     return EXIT_OK
 
 
@@ -464,7 +520,13 @@ def _main(argv: list[str]) -> int:
         command = args.__dict__.pop("command")
         if getattr(args, "verbose", False):
             logging.getLogger().setLevel(logging.DEBUG)
-        handler = {"run": run_main, "validate": run_validate, "check-data": run_check_data, "report": run_report}
+        handler = {
+            "run": run_main,
+            "validate": run_validate,
+            "check-data": run_check_data,
+            "report": run_report,
+            "compare": run_compare,
+        }
         return handler[command](args)
     except UserError as exc:
         print(f"ensemble-eval: error: {printable(str(exc))}", file=sys.stderr)

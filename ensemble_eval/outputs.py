@@ -1,6 +1,7 @@
-"""The files a run or a report writes into its --out: one definition each.
+"""The files a run, a report or a comparison writes into its --out: one definition each.
 
-Every file the tool may write, replace or remove in a directory it owns is named here, once:
+Every file the tool may write, replace or remove in a directory it owns is named here, once
+(a run's and a report's in OUTPUTS, a comparison's in COMPARE_OUTPUTS):
 its name, who writes it, when, its line in docs/output-files.md, and for the files derived
 from the run record the function of report.py that renders it (None: not applicable to this
 record). The writers (engine._finish, rebuild._write, report.analysis_files), the run
@@ -130,6 +131,34 @@ OUTPUTS: tuple[OutputFile, ...] = (
 )
 OUTPUT_FILES: tuple[str, ...] = tuple(f.name for f in OUTPUTS)  # every result file a run or report owns
 DERIVED: tuple[OutputFile, ...] = tuple(f for f in OUTPUTS if f.render is not None)  # rendered from the record
+
+
+# The files of `ensemble-eval compare --out DIR` (comparison.py writes them; a directory marked
+# "compare" by rundir): not a run's files, so not in OUTPUTS.
+COMPARE_MD = OutputFile(
+    "compare.md",
+    "compare",
+    "with `--out`",
+    "the comparison in Markdown: one row per Table 3 setting, one column per data set, each cell the "
+    "error in % of the chosen `--metric` with its 95% Wilson interval, `—` where a run lacks the "
+    "setting; then the lines naming images, missing settings, best members and differences between the runs.",
+)
+COMPARE_CSV = OutputFile(
+    "compare.csv",
+    "compare",
+    "with `--out`",
+    "one row per setting and data set, both metrics, errors as fractions (columns below); a setting "
+    "a run lacks is a row with empty error columns.",
+)
+COMPARE_PNG = OutputFile(
+    "compare.png",
+    "compare",
+    "with `--out`, when matplotlib is installed",
+    "error (the chosen `--metric`, %) against crops, one panel per data set, one line per members "
+    "setting, the 95% intervals as bars.",
+)
+COMPARE_OUTPUTS: tuple[OutputFile, ...] = (COMPARE_MD, COMPARE_CSV, COMPARE_PNG)
+COMPARE_FILES: tuple[str, ...] = tuple(f.name for f in COMPARE_OUTPUTS)
 
 
 def by_name(name: str) -> OutputFile:

@@ -1,8 +1,8 @@
 """Directories the tool owns: which it may write into, which files it may replace, one run at a time.
 
-A directory the tool writes results into (a run's `--out`, a report's `--out`) carries a
-marker, `.ensemble-eval.json`: which tool made it (kind "run" or "report"), when, and the
-files it wrote with their sizes and content hashes. The rules, checked before any slow work:
+A directory the tool writes results into (a run's `--out`, a report's or a comparison's
+`--out`) carries a marker, `.ensemble-eval.json`: which tool made it (kind "run", "report" or
+"compare"), when, and the files it wrote with their sizes and content hashes. The rules, checked before any slow work:
 
 - a new path, or an existing empty directory, is taken (created, marked);
 - a directory holding the marker of the same kind is the tool's own;
@@ -10,6 +10,8 @@ files it wrote with their sizes and content hashes. The rules, checked before an
   another kind's directory) is refused in one line unless `--overwrite`;
 - a report replaces only files it wrote and that nobody changed since (the hashes in the
   marker); a hand-edited `table.md` is refused unless `--overwrite`;
+- a comparison likewise (check_compare_out), and never writes into a run's or a report's
+  directory, even with `--overwrite` (its marker would replace theirs);
 - `--out ''`, a file, an unwritable or uncreatable place: one line naming the fix;
 - `validate --json FILE` (check_validate_json) replaces only an earlier validate report (or
   any file with --overwrite), never a checkpoint it validates, never through a link.
@@ -47,6 +49,7 @@ FINISHED_PROGRESS = ".progress-finished"  # progress/ renamed once the results a
 HASHED_UP_TO = 64 << 20  # files up to this size are recorded by content hash; larger ones by size and mtime
 MAX_MARKER_BYTES = 16 << 20
 VALIDATE_TOOL = "ensemble-eval validate"  # the "tool" of a validate --json file: such a file may be replaced
+KINDS = ("run", "report", "compare")  # the marker's kinds: who wrote the directory
 
 
 class OutDirError(UserError):
@@ -60,7 +63,7 @@ class OutDir:
     path: Path
     exists: bool = False
     entries: list[str] = field(default_factory=list)  # names in it, sorted
-    kind: str | None = None  # the marker's kind ("run", "report"), "legacy-run", or None
+    kind: str | None = None  # the marker's kind ("run", "report", "compare"), "legacy-run", or None
     files: dict[str, dict] = field(default_factory=dict)  # the marker's record of written files
 
     @property
@@ -84,7 +87,7 @@ def read_marker(path: Path) -> dict | None:
         data = json.loads(read_regular_file(path / MARKER, MAX_MARKER_BYTES, follow_links=False))
     except (OSError, ValueError, RecursionError):
         return None
-    if not isinstance(data, dict) or data.get("tool") != "ensemble-eval" or data.get("kind") not in ("run", "report"):
+    if not isinstance(data, dict) or data.get("tool") != "ensemble-eval" or data.get("kind") not in KINDS:
         return None
     files = data.get("files")
     data["files"] = files if isinstance(files, dict) else {}
@@ -164,10 +167,11 @@ def check_run_out(path: str | os.PathLike | None, overwrite: bool, resume: bool)
         if resume:
             raise OutDirError(f"nothing to resume in {out.path} (it holds no run); drop --resume")
         return out
-    if out.kind in ("report", "legacy-report"):
-        raise OutDirError(
-            f"--out {out.path} holds a report of `ensemble-eval report`, not a run; choose another directory"
+    if out.kind in ("report", "legacy-report", "compare"):
+        what = (
+            "a comparison of `ensemble-eval compare`" if out.kind == "compare" else "a report of `ensemble-eval report`"
         )
+        raise OutDirError(f"--out {out.path} holds {what}, not a run; choose another directory")
     if out.kind is None:
         if overwrite and not resume:
             return out
@@ -202,8 +206,9 @@ def check_report_out(path: str | os.PathLike, overwrite: bool, outputs: tuple[st
     check_writable_place(out)
     if not out.exists or out.empty or overwrite:
         return out
-    if out.kind in ("run", "legacy-run"):
-        raise OutDirError(f"--out {out.path} holds a run's results, not a report; choose another --out")
+    if out.kind in ("run", "legacy-run", "compare"):
+        what = "a comparison of `ensemble-eval compare`" if out.kind == "compare" else "a run's results"
+        raise OutDirError(f"--out {out.path} holds {what}, not a report; choose another --out")
     if out.kind is None:
         raise OutDirError(
             f"--out {out.path} holds files ensemble-eval did not write ({_foreign(out)}); choose a new or empty "
@@ -216,6 +221,34 @@ def check_report_out(path: str | os.PathLike, overwrite: bool, outputs: tuple[st
         if out.kind == "legacy-report":
             continue  # written before files were recorded: the report's own names
         if recorded is None or not same_as_recorded(out.path / name, recorded):
+            raise OutDirError(
+                f"{out.path / name} was changed after ensemble-eval wrote it (or was not written by it); "
+                "pass --overwrite to replace it, or choose another --out"
+            )
+    return out
+
+
+def check_compare_out(path: str | os.PathLike, overwrite: bool, outputs: tuple[str, ...]) -> OutDir:
+    """The rules for `compare --out`: a new or empty directory, or one a comparison wrote whose
+    files `outputs` (outputs.COMPARE_FILES) are unchanged since; a directory of other files only
+    with --overwrite; never a run's or a report's directory (not even with --overwrite: the
+    comparison's marker would replace theirs, and a run given to compare is such a directory)."""
+    out = inspect_out(path)
+    check_writable_place(out)
+    if not out.exists or out.empty:
+        return out
+    if out.kind in ("run", "legacy-run", "report", "legacy-report"):
+        what = "a run's results" if "run" in out.kind else "a report of `ensemble-eval report`"
+        raise OutDirError(f"--out {out.path} holds {what}; choose a new directory for the comparison")
+    if overwrite:
+        return out
+    if out.kind is None:
+        raise OutDirError(
+            f"--out {out.path} holds files ensemble-eval did not write ({_foreign(out)}); choose a new or empty "
+            "directory, or pass --overwrite"
+        )
+    for name in outputs:
+        if out.has(name) and not same_as_recorded(out.path / name, out.files.get(name) or {}):
             raise OutDirError(
                 f"{out.path / name} was changed after ensemble-eval wrote it (or was not written by it); "
                 "pass --overwrite to replace it, or choose another --out"
@@ -245,7 +278,7 @@ def same_as_recorded(path: Path, recorded: dict) -> bool:
 
 
 def claim(path: Path, kind: str) -> None:
-    """Create `path` (and its parents) and mark it as the tool's own (kind "run" or "report")."""
+    """Create `path` (and its parents) and mark it as the tool's own (kind "run", "report", "compare")."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

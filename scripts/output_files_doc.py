@@ -1,5 +1,6 @@
-"""Regenerate the generated part of docs/output-files.md from the output-file registry and the
-run record's schema (ensemble_eval/outputs.py, schema.py, records.py).
+"""Regenerate the generated parts of docs/output-files.md from the output-file registry, the
+run record's schema and the comparison's columns (ensemble_eval/outputs.py, schema.py,
+records.py, comparison.py).
 
     python scripts/output_files_doc.py           # rewrite the page
     python scripts/output_files_doc.py --check   # exit 1 when the page is out of date
@@ -11,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ensemble_eval import comparison
 from ensemble_eval.schema import with_generated_doc
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "output-files.md"
@@ -21,7 +23,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only check that the page is up to date")
     args = parser.parse_args()
     page = PAGE.read_text()
-    new = with_generated_doc(page)
+    new = comparison.with_generated_doc(with_generated_doc(page))
     if args.check:
         if new != page:
             print(f"{PAGE} is out of date: run python scripts/output_files_doc.py", file=sys.stderr)

@@ -26,6 +26,7 @@ def _flags(parser) -> set[str]:
 
 
 PARSERS = {
+    "compare": _flags(cli.command_parser("compare")),
     "main": _flags(cli.command_parser("run")),
     "validate": _flags(cli.command_parser("validate")),
     "check-data": _flags(cli.command_parser("check-data")),
