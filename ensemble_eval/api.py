@@ -180,6 +180,7 @@ def compare_runs(
     metric: str = "top1",
     allow_different_members: bool = False,
     overwrite: bool = False,
+    clean: str | None = None,
 ):
     """Several finished runs of one ensemble side by side (`ensemble-eval compare`): rows the
     Table 3 settings, columns the data sets; a comparison.Comparison.
@@ -189,11 +190,13 @@ def compare_runs(
     (None: nothing is written). metric: "top1" or "top5", the error the table and plot show
     (compare.csv holds both). allow_different_members: compare runs of other members too
     (refused otherwise). overwrite: replace files in `out` the comparison did not write.
+    clean: the column of clean ImageNet val (default: one named "val"), against which the
+    ImageNet-C columns get their relative mCE.
     Returns the Comparison: `render()` (the text the command prints; markdown=True: compare.md),
     `rows()` (compare.csv's rows as dicts), `columns`, `settings`, `notes`, `written`."""
     from .comparison import compare, request_from
 
-    return compare(request_from(runs, out, metric, allow_different_members, overwrite))
+    return compare(request_from(runs, out, metric, allow_different_members, overwrite, clean))
 
 
 def evaluate(
@@ -220,7 +223,8 @@ def evaluate(
         on stderr, follows `progress`).
     **options: any other setting of the command, by its config name (docs/usage.md):
         crops="10", table=True, limit=100, labels=..., views="native", resize_backend="pil",
-        class_subset ("auto", "all" or a file of wnids), merge, compare_merges, save_logits, real_labels, device, batch_size, workers,
+        class_subset ("auto", "all" or a file of wnids), merge, compare_merges, save_logits,
+        real_labels, device, batch_size, workers,
         precision, compile, channels_last, progress, strict, trust_checkpoints, ema, seed,
         curve_samples, save_every, save_interval, overwrite, resume.
 

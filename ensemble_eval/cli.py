@@ -390,6 +390,12 @@ def _add_compare(commands) -> None:
         action="store_true",
         help="replace files in --out that the comparison did not write or that were changed since",
     )
+    p.add_argument(
+        "--clean",
+        metavar="NAME",
+        help="the column of clean ImageNet val: the ImageNet-C columns get their relative mCE against its "
+        "top-1 errors (default: a column named val, if any)",
+    )
 
 
 COMMANDS = {
@@ -445,7 +451,8 @@ def run_compare(args: argparse.Namespace) -> int:
     """`compare`: comparison.compare over the runs given, then its text."""
     from .comparison import compare, request_from
 
-    done = compare(request_from(args.runs, args.out, args.metric, args.allow_different_members, args.overwrite))
+    request = request_from(args.runs, args.out, args.metric, args.allow_different_members, args.overwrite, args.clean)
+    done = compare(request)
     print(done.text(), end="")
     return EXIT_OK
 

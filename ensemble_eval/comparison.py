@@ -71,6 +71,7 @@ CSV_DOC = {
     "top5_err_lo": "its interval, low end",
     "top5_err_hi": "high end",
     "mce": "mean corruption error of the setting (fraction; only when a run has a `corruptions` section)",
+    "relative_mce": "relative mCE of the setting against the clean column's top-1 error (fraction; with --clean)",
 }
 
 
@@ -112,6 +113,8 @@ class Column:
     cells: dict[Setting, Cell]
     headline_only: bool  # the run had no --table: its reported setting is its one row
     mce: dict[Setting, float] = field(default_factory=dict)
+    corruption_errors: dict[Setting, dict[str, dict[int, float]]] = field(default_factory=dict)
+    relative_mce: dict[Setting, float] = field(default_factory=dict)
 
     @property
     def member_names(self) -> list[str]:
@@ -127,6 +130,7 @@ class Request:
     metric: str = "top1"
     allow_different_members: bool = False
     overwrite: bool = False
+    clean: str | None = None  # the column of clean ImageNet val: relative mCE of the ImageNet-C columns
 
 
 @dataclass
@@ -140,6 +144,7 @@ class Comparison:
     out: Path | None = None
     written: list[str] = field(default_factory=list)
     plot_missing: bool = False  # --out given, matplotlib not installed
+    clean_name: str | None = None  # the column whose errors are the clean ones (relative mCE)
 
     def cell(self, setting: Setting, column: Column) -> Cell | None:
         return column.cells.get(setting)
@@ -157,14 +162,15 @@ class Comparison:
         rows = [[s.label] + [_cell_text(c.cells.get(s), self.metric) for c in self.columns] for s in self.settings]
         return header, rows
 
-    def mce_table(self) -> tuple[list[str], list[list[str]]] | None:
-        """mCE per setting and column (ImageNet-C runs), or None when no run has one."""
-        if not any(c.mce for c in self.columns):
+    def mce_table(self, relative: bool = False) -> tuple[list[str], list[list[str]]] | None:
+        """mCE (or relative mCE) per setting of the ImageNet-C columns, or None when there is none."""
+        columns = [c for c in self.columns if (c.relative_mce if relative else c.mce)]
+        if not columns:
             return None
-        header = ["Setting"] + [c.name for c in self.columns]
+        header = ["Setting"] + [c.name for c in columns]
+        of = (lambda c: c.relative_mce) if relative else (lambda c: c.mce)
         rows = [
-            [s.label] + [f"{100 * c.mce[s]:.2f}" if s in c.mce else MISSING for c in self.columns]
-            for s in self.settings
+            [s.label] + [f"{100 * of(c)[s]:.2f}" if s in of(c) else MISSING for c in columns] for s in self.settings
         ]
         return header, rows
 
@@ -180,7 +186,14 @@ class Comparison:
         parts = [f"{head}{self.title()}", fmt(*self.table())]
         mce = self.mce_table()
         if mce is not None:
-            parts += [f"{head}mCE % (ImageNet-C: corruption errors relative to the baseline's)", fmt(*mce)]
+            parts += [f"{head}mCE % (ImageNet-C: corruption errors relative to AlexNet's = 100)", fmt(*mce)]
+        relative = self.mce_table(relative=True)
+        if relative is not None:
+            parts += [
+                f"{head}relative mCE % (ImageNet-C: the rise over the clean error of column "
+                f"{self.clean_name}, relative to AlexNet's rise = 100)",
+                fmt(*relative),
+            ]
         notes = self.notes if not markdown else [f"- {_md([n])[0]}" for n in self.notes]
         parts.append("\n".join(notes))
         return "\n\n".join(p for p in parts if p) + "\n"
@@ -189,6 +202,7 @@ class Comparison:
         """compare.csv's rows: one per setting and column (both metrics, fractions; a setting a
         run lacks has empty numbers)."""
         with_mce = any(c.mce for c in self.columns)
+        with_relative = any(c.relative_mce for c in self.columns)
         out = []
         for s in self.settings:
             for c in self.columns:
@@ -204,11 +218,14 @@ class Comparison:
                             row |= dict(zip((f"{k}_err", f"{k}_err_lo", f"{k}_err_hi"), e))
                 if with_mce:
                     row["mce"] = c.mce.get(s, "")
+                if with_relative:
+                    row["relative_mce"] = c.relative_mce.get(s, "")
                 out.append(row)
         return out
 
     def csv_text(self) -> str:
         columns = list(CSV_COLUMNS) + (["mce"] if any(c.mce for c in self.columns) else [])
+        columns += ["relative_mce"] if any(c.relative_mce for c in self.columns) else []
         buf = io.StringIO()
         writer = csv.DictWriter(buf, columns, lineterminator="\n")
         writer.writeheader()
@@ -387,35 +404,41 @@ def _headline_cell(path: Path, summary: dict) -> dict[Setting, Cell]:
     return {Setting(group, crop_set, crops): Cell(len(models), n, _errors(path, "", summary, n), member)}
 
 
-def corruption_mce(path: Path, summary: dict) -> dict[Setting, float]:
-    """The hook for ImageNet-C: each setting's mCE of a run whose summary has a `corruptions`
-    section, shown as its own table and as compare.csv's `mce` column; {} without one.
-
-    The section is being added to schema.py (the lead's ImageNet-C work); this reads the shape
-    agreed so far and is the one place to change when it settles: `corruptions.table`, a list
-    of cells named as `table`'s (`label`, `models`, `crops`, `crop_set`), each with `mce`, a
-    finite fraction >= 0 (the errors summed over corruptions and severities relative to the
-    baseline's: 0.767 shown as 76.70). Any other shape is refused as damaged, never guessed."""
+def corruption_errors_of(path: Path, summary: dict) -> dict[Setting, dict[str, dict[int, float]]]:
+    """ImageNet-C: each setting's top-1 error per corruption and severity, from the run's
+    `corruptions` section (analysis.corruption_section); {} without one. A section that does
+    not hold together is refused as damaged, never guessed."""
     section = summary.get("corruptions")
     if section is None:
         return {}
-    cells = section.get("table") if isinstance(section, dict) else None
-    if not isinstance(cells, list):
-        raise _damaged(path, "corruptions.table", cells)
-    mce: dict[Setting, float] = {}
-    for i, c in enumerate(cells):
-        value = c.get("mce") if isinstance(c, dict) else None
-        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
-            raise _damaged(path, f"corruptions.table[{i}].mce", value)
-        (setting,) = _table_cells(path, [{k: v for k, v in c.items() if k != "mce"} | {"num_images": 0}])
-        mce[setting] = float(value)
-    return mce
+    settings = section.get("settings") if isinstance(section, dict) else None
+    if not isinstance(settings, list):
+        raise _damaged(path, "corruptions.settings", settings)
+    out: dict[Setting, dict[str, dict[int, float]]] = {}
+    for i, c in enumerate(settings):
+        where = f"corruptions.settings[{i}]"
+        if not isinstance(c, dict) or not isinstance(c.get("errors"), dict):
+            raise _damaged(path, where, c)
+        keys = ("label", "models", "crops", "crop_set")
+        (setting,) = _table_cells(path, [{k: c.get(k) for k in keys} | {"num_images": 0}])
+        errors: dict[str, dict[int, float]] = {}
+        for name, by_severity in c["errors"].items():
+            if not isinstance(by_severity, dict):
+                raise _damaged(path, f"{where}.errors.{printable(str(name))[:40]}", by_severity)
+            for severity, cell in by_severity.items():
+                value = cell.get("top1_err") if isinstance(cell, dict) else None
+                if not (isinstance(severity, str) and severity.isdigit() and _fraction(value)):
+                    raise _damaged(path, f"{where}.errors.{printable(str(name))[:40]}.{severity}", value)
+                errors.setdefault(name, {})[int(severity)] = float(value)
+        out[setting] = errors
+    return out
 
 
-def read_column(run_dir: Path) -> tuple[dict, dict[Setting, Cell], bool, dict[Setting, float]]:
-    """(summary, cells, headline_only, mCE) of a finished run directory; RunDirError (one line)
-    for a path that is not one: missing, not a directory, a run in progress, a damaged or
-    newer-schema summary.json, a cell whose numbers do not hold together."""
+def read_column(run_dir: Path) -> tuple[dict, dict[Setting, Cell], bool, dict[Setting, dict]]:
+    """(summary, cells, headline_only, ImageNet-C errors per setting) of a finished run
+    directory; RunDirError (one line) for a path that is not one: missing, not a directory, a
+    run in progress, a damaged or newer-schema summary.json, a cell whose numbers do not hold
+    together."""
     from .records import RunDirError
     from .report import read_summary
     from .rundir import PROGRESS_DIR
@@ -440,7 +463,7 @@ def read_column(run_dir: Path) -> tuple[dict, dict[Setting, Cell], bool, dict[Se
         cells, headline_only = _table_cells(run_dir / "summary.json", table), False
     else:
         cells, headline_only = _headline_cell(run_dir / "summary.json", summary), True
-    return summary, cells, headline_only, corruption_mce(run_dir / "summary.json", summary)
+    return summary, cells, headline_only, corruption_errors_of(run_dir / "summary.json", summary)
 
 
 # ---------------------------------------------------------------------------------------
@@ -562,9 +585,10 @@ def compare(request: Request) -> Comparison:
 
     names, naming = _name_columns(request.runs, [r[0] for r in read])
     columns = [
-        Column(name, Path(path), summary, cells, headline, mce)
-        for name, (_, path), (summary, cells, headline, mce) in zip(names, request.runs, read)
+        Column(name, Path(path), summary, cells, headline, corruption_errors=corrupted)
+        for name, (_, path), (summary, cells, headline, corrupted) in zip(names, request.runs, read)
     ]
+    clean = _corruption_scores(columns, request.clean)
     differing = []
     for c in columns[1:]:
         diff = member_difference(columns[0], c)
@@ -578,9 +602,38 @@ def compare(request: Request) -> Comparison:
             differing.append(diff)
     settings = _settings(columns)
     comparison = Comparison(columns, settings, request.metric, _notes(columns, settings, naming, differing))
+    comparison.clean_name = clean
     if request.out is not None:
         _write(comparison, Path(request.out), request.overwrite)
     return comparison
+
+
+def _corruption_scores(columns: list[Column], clean: str | None) -> str | None:
+    """Each ImageNet-C column's mCE per setting, and its relative mCE against the clean column's
+    top-1 error of the same setting: the column named `clean`, else one named `val` (the name of
+    the column used, or None)."""
+    from .benchmarks import corruption_errors
+
+    by_name = {c.name: c for c in columns}
+    if clean is not None and clean not in by_name:
+        raise CompareError(
+            f"--clean {printable(clean)[:40]}: no column has that name; the columns: {', '.join(by_name)}"
+        )
+    if clean is None and "val" in by_name and not by_name["val"].corruption_errors:
+        clean = "val"
+    reference = by_name.get(clean) if clean is not None else None
+    if reference is not None and reference.corruption_errors:
+        raise CompareError(f"--clean {printable(clean)[:40]} is an ImageNet-C run; name the clean ImageNet val run")
+    for column in columns:
+        for setting, errors in column.corruption_errors.items():
+            cell = reference.cells.get(setting) if reference is not None else None
+            clean_error = cell.errors["top1"][0] if cell is not None and cell.errors["top1"] is not None else None
+            scores = corruption_errors(errors, clean_error)
+            if scores["mce"] is not None:
+                column.mce[setting] = scores["mce"]
+            if scores.get("relative_mce") is not None:
+                column.relative_mce[setting] = scores["relative_mce"]
+    return clean if reference is not None else None
 
 
 def _write(comparison: Comparison, out: Path, overwrite: bool) -> None:
@@ -665,6 +718,7 @@ def request_from(
     metric: str,
     allow_different_members: bool,
     overwrite: bool,
+    clean: str | None = None,
 ) -> Request:
     """A Request from the API's or the command line's runs: `[NAME=]RUN_DIR` strings or paths,
     or a mapping of names to run directories."""
@@ -674,7 +728,7 @@ def request_from(
         parsed = [(check_name(str(name)), Path(path)) for name, path in runs.items()]
     else:
         parsed = [parse_run(r) if isinstance(r, str) else (None, Path(r)) for r in runs]
-    return Request(parsed, Path(out) if out is not None else None, metric, allow_different_members, overwrite)
+    return Request(parsed, Path(out) if out is not None else None, metric, allow_different_members, overwrite, clean)
 
 
 # ---------------------------------------------------------------------------------------
@@ -691,7 +745,7 @@ def files_doc() -> str:
     for f in COMPARE_OUTPUTS:
         lines.append(f"- **`{f.name}`** ({f.when}; written by: {f.writer}): {f.doc}")
     lines += ["", "| `compare.csv` column | What it is |", "|---|---|"]
-    lines += [f"| `{c}` | {CSV_DOC[c]} |" for c in [*CSV_COLUMNS, "mce"]]
+    lines += [f"| `{c}` | {CSV_DOC[c]} |" for c in [*CSV_COLUMNS, "mce", "relative_mce"]]
     return "\n".join(lines + ["", DOC_END])
 
 

@@ -491,24 +491,48 @@ def test_without_matplotlib_the_rest_is_written_and_a_stale_plot_goes(runs, tmp_
 # The ImageNet-C hook, the docs
 
 
-def test_a_corruptions_section_adds_mce(runs, tmp_path):
-    def with_mce(s):
-        s["corruptions"] = {"table": [{k: c[k] for k in ("label", "models", "crops", "crop_set")} for c in s["table"]]}
-        for i, cell in enumerate(s["corruptions"]["table"]):
-            cell["mce"] = 0.5 + i / 10
+def test_a_corruptions_section_adds_mce_and_relative_mce(runs, tmp_path):
+    from ensemble_eval.benchmarks import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS
 
-    run = _edited(runs["v2"], tmp_path / "c-run", with_mce)
+    def with_corruptions(s):
+        s["corruptions"] = {"settings": []}
+        for i, c in enumerate(s["table"]):
+            errors = {
+                "fog": {"1": {"top1_err": 0.4 + i / 20}, "2": {"top1_err": 0.6}},
+                "saturate": {"1": {"top1_err": 0.9}},
+            }
+            s["corruptions"]["settings"].append(
+                {k: c[k] for k in ("label", "models", "crops", "crop_set")} | {"errors": errors}
+            )
+
+    run = _edited(runs["v2"], tmp_path / "c-run", with_corruptions)
     done = ee.compare_runs({"val": runs["val"], "imagenet-c": run})
-    assert done.columns[1].mce[Setting("all", "10", 10)] == pytest.approx(0.8)
-    assert "mCE % (ImageNet-C" in done.render() and "80.00" in done.render()
+    setting = Setting("all", "10", 10)
+    cell = json.loads((run / "summary.json").read_text())["corruptions"]["settings"]
+    i = next(k for k, c in enumerate(cell) if c["label"] == "all members" and c["crop_set"] == "10")
+    mean = (0.4 + i / 20 + 0.6) / 2
+    assert done.columns[1].mce[setting] == pytest.approx(mean / ALEXNET_ERRORS["fog"], abs=1e-12)
+    clean = done.columns[0].cells[setting].errors["top1"][0]
+    relative = (mean - clean) / (ALEXNET_ERRORS["fog"] - ALEXNET_CLEAN_ERROR)
+    assert done.columns[1].relative_mce[setting] == pytest.approx(relative, abs=1e-12)
+    assert done.clean_name == "val"
+    text = done.render()
+    assert "mCE % (ImageNet-C" in text and "relative mCE %" in text and f"{100 * relative:.2f}" in text
     rows = list(csv.DictReader(io.StringIO(done.csv_text())))
-    assert rows[1]["mce"] == "0.5" and rows[0]["mce"] == ""
+    assert rows[0]["mce"] == "" and float(rows[1]["mce"]) > 0 and rows[1]["relative_mce"] != ""
+    # without a clean column: mCE, no relative mCE
+    alone = ee.compare_runs({"v2": runs["val"], "imagenet-c": run})
+    assert alone.columns[1].mce and not alone.columns[1].relative_mce and "relative mCE" not in alone.render()
+    with pytest.raises(UserError, match="--clean nope: no column has that name"):
+        ee.compare_runs({"val": runs["val"], "imagenet-c": run}, clean="nope")
+    with pytest.raises(UserError, match="is an ImageNet-C run"):
+        ee.compare_runs({"val": runs["val"], "imagenet-c": run}, clean="imagenet-c")
 
     def bad(s):
-        with_mce(s)
-        s["corruptions"]["table"][0]["mce"] = float("nan")
+        with_corruptions(s)
+        s["corruptions"]["settings"][0]["errors"]["fog"]["1"]["top1_err"] = float("nan")
 
-    with pytest.raises(UserError, match=r"corruptions.table\[0\].mce is nan"):
+    with pytest.raises(UserError, match=r"corruptions.settings\[0\].errors.fog.1 is nan"):
         ee.compare_runs([runs["val"], _edited(runs["v2"], tmp_path / "bad", bad)])
 
 

@@ -4,6 +4,8 @@ folders, ImageNet-A/-R's 200-class subsets (the prediction restricted to them), 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -375,3 +377,31 @@ def test_a_killed_imagenet_c_run_resumes_to_the_same_results(corruption_tree, co
     assert b["resumed"] and a["corruptions"] == b["corruptions"] and a["table"] == b["table"]
     pa, pb = (np.load(d / "predictions.npz") for d in (corruption_run, out))
     assert list(pa["paths"]) == list(pb["paths"]) and np.array_equal(pa["probs"], pb["probs"])
+
+
+def test_compare_gives_mce_and_relative_mce_of_a_real_imagenet_c_run(corruption_run, demo_ckpts, tmp_path, capsys):
+    from ensemble_eval.benchmarks import ALEXNET_CLEAN_ERROR
+
+    val = tmp_path / "val"
+    args = ["--models", *map(str, demo_ckpts), "--data", str(DATA), "--config", QUICK, "--table", "--workers", "0"]
+    assert main([*args, "--no-progress", "--batch-size", "72", "--out", str(val)]) == 0
+    capsys.readouterr()
+    assert main(["compare", f"val={val}", f"c={corruption_run}", "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    assert "relative mCE % (ImageNet-C" in printed
+    clean = json.loads((val / "summary.json").read_text())["table"]
+    c = json.loads((corruption_run / "summary.json").read_text())["corruptions"]["settings"]
+    rows = list(csv.reader(io.StringIO((tmp_path / "cmp" / "compare.csv").read_text())))
+    header = rows[0]
+    at = {name: header.index(name) for name in ("members", "crop_set", "dataset", "mce", "relative_mce")}
+    by_setting = {(int(r[at["members"]]) > 1, r[at["crop_set"]]): r for r in rows[1:] if r[at["dataset"]] == "c"}
+    group = lambda x: (x["models"] > 1, x["crop_set"])  # noqa: E731  the best member may differ between sets
+    clean_of = {group(cell): cell for cell in clean}
+    for setting in c:
+        cell = clean_of[group(setting)]
+        means = {k: np.mean([e["top1_err"] for e in v.values()]) for k, v in setting["errors"].items()}
+        alexnet = {"gaussian_noise": 0.886428, "defocus_blur": 0.819880}
+        relative = np.mean([(means[k] - cell["top1_err"]) / (alexnet[k] - ALEXNET_CLEAN_ERROR) for k in alexnet])
+        row = by_setting[group(setting)]
+        assert float(row[at["mce"]]) == pytest.approx(setting["mce"], abs=1e-12)
+        assert float(row[at["relative_mce"]]) == pytest.approx(relative, abs=1e-12)
