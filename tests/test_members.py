@@ -297,10 +297,12 @@ def torch_home(tmp_path, monkeypatch):
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
-def test_torchvision_weights_offline_say_how_to_pass_a_local_file(torch_home):
+def test_torchvision_weights_offline_say_where_the_file_goes(torch_home):
     (error,) = inspect_checkpoint("torchvision:resnet50:IMAGENET1K_V2").errors
     assert error.startswith("cannot download torchvision's weights (URLError")
-    assert "resnet50-11ad3fa6.pth" in error and str(torch_home) in error and "arch: resnet50" in error
+    assert "resnet50-11ad3fa6.pth" in error and str(torch_home) in error
+    # not "pass a local file with arch:": that file would lose the published view (and GoogLeNet its transform_input)
+    assert "arch:" not in error and "torchvision:resnet50 then uses it as published" in error
 
 
 def test_torchvision_weights_from_the_cache_with_their_metadata(torch_home, mixed_models, monkeypatch):

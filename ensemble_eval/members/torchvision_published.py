@@ -19,7 +19,7 @@ import torch
 from ..errors import CheckpointError, first_line, short_repr
 from ..preload import Refusal
 from .convention import IMAGENET_MEAN, IMAGENET_STD, TRANSFORM_INPUT_ARCHS, Convention
-from .format import Loaded, PublishedSource, download_hint
+from .format import Loaded, PublishedSource
 from .tensors import sha256_file
 from .torch_pickle import torch_load
 
@@ -55,12 +55,12 @@ def _torchvision_file(builder: str, weights) -> str:
             with contextlib.redirect_stdout(sys.stderr):  # torch.hub announces on stdout (validate --json -)
                 torch.hub.load_state_dict_from_url(weights.url, model_dir=str(cache), progress=True, check_hash=True)
         except Exception as exc:
+            # not download_hint's "a local file with arch:": such a file would lose the published view and
+            # accuracy, and for GoogLeNet and Inception v3 the input transform (transform_input) with them
             raise Refusal(
-                download_hint(
-                    f"torchvision's weights ({first_line(exc)})",
-                    f"fetch {weights.url} elsewhere and put it at {target}",
-                    builder,
-                )
+                f"cannot download torchvision's weights ({first_line(exc)}); offline, fetch {weights.url} on a "
+                f"machine with internet and put it at {target}: torchvision:{builder} then uses it as published "
+                "(docs/real-data.md)"
             ) from exc
     return str(target)
 
