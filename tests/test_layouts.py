@@ -239,6 +239,7 @@ def restricted_run(subset_tree, demo_ckpts, tmp_path_factory):
         table=True,
         limit=6,
         save_logits=True,
+        compare_merges=True,
         workers=0,
         progress=False,
     )
@@ -260,6 +261,42 @@ def test_restriction_equals_an_independent_masked_softmax(restricted_run, subset
             assert not pred["probs"][i][outside].any()
     top5 = pred["top5"]
     assert np.isin(top5, classes).all()  # every reported class is one of the 200, in canonical indices
+
+
+def _merged(logits: torch.Tensor, merge: str) -> torch.Tensor:
+    """One merge mode from first principles: logits [M members, K crops, C'] -> probabilities [C']."""
+    if merge == "mean-prob":
+        return torch.softmax(logits, -1).mean(dim=(0, 1))
+    if merge == "mean-logit":
+        return torch.softmax(logits.mean(dim=(0, 1)), -1)
+    if merge == "geo-mean":
+        return torch.softmax(torch.log_softmax(logits, -1).mean(dim=(0, 1)), -1)
+    assert merge == "max-crop"
+    best = torch.softmax(logits, -1).amax(dim=1).mean(dim=0)
+    return best / best.sum()
+
+
+def test_every_merge_mode_is_taken_over_the_subset_alone(restricted_run, subset_tree, demo_models):
+    _, out = restricted_run
+    classes = sorted(wnid_to_index()[w] for w in known_subsets()["ImageNet-R"])
+    pred = np.load(out / "predictions.npz")
+    merges = [str(m) for m in pred["merges"]]
+    assert sorted(merges) == ["geo-mean", "max-crop", "mean-logit", "mean-prob"]
+    keys = [(72, "center", c, f) for c in ("tl", "tr", "bl", "br", "center") for f in ("none", "mirror")]
+    s = list(pred["set_names"]).index("10")
+    with torch.no_grad():
+        for i in (1, 4):
+            image = decode(subset_tree / pred["paths"][i])
+            crops = [v2.ToDtype(torch.float32, scale=True)(reference_crop(image, key, 64)) for key in keys]
+            x = torch.stack([v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))(c) for c in crops])
+            logits = torch.stack([m.eval()(x)[:, classes] for m in demo_models]).double()  # [M, K, C']
+            target = classes.index(int(pred["targets"][i]))
+            for r, merge in enumerate(merges):
+                probs = _merged(logits, merge)
+                assert pred["target_prob"][i, 2, s, r] == pytest.approx(float(probs[target]), abs=1e-6)
+                assert pred["confidence"][i, 2, s, r] == pytest.approx(float(probs.max()), abs=1e-6)
+                top = [classes[k] for k in probs.argsort(descending=True)[:5].tolist()]
+                assert list(pred["top5"][i, 2, s, r]) == top
 
 
 def test_restricted_report_rebuilt_from_logits_is_the_run(restricted_run, tmp_path):
