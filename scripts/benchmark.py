@@ -131,8 +131,11 @@ def _print_loaders(lo: dict) -> None:
         "read, decode, crop, no model)"
     )
     for name, rate in lo["images_per_s"].items():
-        whole = lo["whole_pass_images_per_s"][name]
-        print(f"  {name:8s} {rate:8.2f} images/s steady state ({whole:.2f} over the whole pass, start included)")
+        whole, read = lo["whole_pass_images_per_s"][name], lo["read_ms_per_image"][name]
+        print(
+            f"  {name:8s} {rate:8.2f} images/s steady state ({whole:.2f} over the whole pass, start included); "
+            f"reading alone {read:.2f} ms/image"
+        )
     print(f"  Parquet / folder x{lo['parquet_over_folder']:.2f}, tar / folder x{lo['tar_over_folder']:.2f}")
 
 

@@ -145,4 +145,5 @@ def test_the_loader_measurement_reads_the_same_images_from_a_folder_and_shards(t
         }
     )
     assert all(rate > 0 for rate in record["images_per_s"].values())
+    assert set(record["read_ms_per_image"]) == {"folder", "parquet", "tar"}
     assert record["tar_over_folder"] == record["images_per_s"]["tar"] / record["images_per_s"]["folder"]
