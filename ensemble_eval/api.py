@@ -213,7 +213,9 @@ def evaluate(
 
     models: checkpoint paths, globs, `torchvision:<builder>[:<WEIGHTS>]` or `timm:<name>`
         (one string or a list), as --models.
-    data: the image root (one folder per WordNet id, or a flat folder with labels=...).
+    data: the image root (one folder per WordNet id, or a flat folder with labels=...), or
+        shards: a folder of .parquet or .tar files, a glob, one shard file (image_column=,
+        label_column= name a Parquet shard's columns).
     protocol: a preset name (`googlenet-144`, the default protocol; `vgg-150`, `resnet-dense`,
         `inception-299-144`, `tencrop`, ...; presets.preset_names()).
     config: your own YAML run config (over the preset).
@@ -289,12 +291,15 @@ def validate(
     resize_backend: str = "tensor",
     trust_checkpoints: bool = False,
     ema: bool = False,
+    image_column: str = "image",
+    label_column: str = "label",
 ) -> Validation:
     """Inspect checkpoints before spending compute, as `ensemble-eval validate`.
 
     checkpoints: files, globs, `torchvision:...` or `timm:...` (one string or a list); a path
         that matches nothing is an ERROR of its own, not an exception.
-    data: with an image folder (labels= for a flat one), each usable checkpoint alone is
+    data: with an image folder (labels= for a flat one) or shards (image_column= and
+        label_column= name a Parquet shard's columns), each usable checkpoint alone is
         evaluated on its own 1-crop view (the view a run's 1-crop column uses) over the first
         `limit` images, on `device` with `workers` loader processes and the `resize_backend`,
         and a published error outside the measured 95% interval is a WARN.
@@ -312,7 +317,7 @@ def validate(
     if data is not None:
         from .data import list_samples
 
-        samples = list_samples(str(data), labels)
+        samples = list_samples(str(data), labels, image_column, label_column)
     inspections = [inspect_checkpoint(p, trust=trust_checkpoints, prefer="ema" if ema else None) for p in paths]
     check_together(inspections, data_num_classes(samples) if samples is not None else None)
     measured: dict[str, dict] = {}
@@ -422,7 +427,7 @@ def run(config) -> int:
     if not config.models:
         raise UserError("no checkpoints given; pass --models A.pt [B.pt ...]")
     if not config.data:
-        raise UserError("no data given; pass --data DIR (one folder per WordNet id)")
+        raise UserError("no data given; pass --data DIR (one folder per WordNet id, or a folder of shards)")
     out = choose_out_dir(config)
     if config.resume and (out / "summary.json").is_file():  # finished: only the cleanup can remain
         if not world_from_env().is_main:
@@ -433,7 +438,7 @@ def run(config) -> int:
     expand_model_paths(config.models, check_specs=False)  # a mistyped path fails before torch is imported
     from .listing import DataError, display_path, list_dataset
 
-    listing = list_dataset(config.data, config.labels)
+    listing = list_dataset(config.data, config.labels, config.image_column, config.label_column)
     samples = listing.usable()
     if config.strict and listing.problems:
         rel, why = listing.problems[0]

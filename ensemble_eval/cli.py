@@ -185,6 +185,14 @@ def _add_run(commands) -> None:
         _add_option(groups[f.metadata["group"]], f.name)
 
 
+def _add_column_options(g) -> None:
+    """--image-column and --label-column (Parquet shards), with the run's defaults."""
+    from .config import RUN_FIELDS
+
+    for name in ("image_column", "label_column"):
+        _add_option(g, name, default=RUN_FIELDS[name].default)
+
+
 def _add_checkpoint_options(g) -> None:
     _add_option(g, "trust_checkpoints")
     _add_option(g, "ema")
@@ -213,8 +221,9 @@ def _add_validate(commands) -> None:
     )
     _add_checkpoint_options(p)
     g = p.add_argument_group("quick accuracy check (1 crop per image, each checkpoint alone)")
-    _add_option(g, "data", help="image root (wnid folders, or flat with --labels)")
+    _add_option(g, "data", help="image root (wnid folders, flat with --labels, or shards)")
     _add_option(g, "labels", help="labels for a flat folder")
+    _add_column_options(g)
     _add_option(g, "limit", default=VALIDATE_LIMIT, help=f"first N images (default {VALIDATE_LIMIT})")
     _add_option(g, "device", default="auto")
     _add_option(
@@ -250,6 +259,8 @@ def run_validate(args: argparse.Namespace) -> int:
         resize_backend=args.resize_backend,
         trust_checkpoints=args.trust_checkpoints,
         ema=args.ema,
+        image_column=args.image_column,
+        label_column=args.label_column,
     )
     if args.json:
         text = strict_json(found.record)
@@ -271,8 +282,14 @@ def _add_check_data(commands) -> None:
         epilog="exit status: 0 every image is usable, 1 some image or entry is not (listed), 2 bad command line "
         "or dataset.",
     )
-    p.add_argument("data", metavar="DIR", help="image root: one folder per WordNet id, or flat with --labels")
+    p.add_argument(
+        "data",
+        metavar="DIR",
+        help="image root: one folder per WordNet id, flat with --labels, or shards (a folder of .parquet or .tar "
+        "files, a quoted glob, one shard file)",
+    )
     _add_option(p, "labels", metavar="FILE", help="labels for a flat folder (CSV, LOC_val_solution.csv, devkit)")
+    _add_column_options(p)
     _add_option(p, "workers", type=_workers, default=None, help="decoding processes")
     _add_option(p, "progress", default=True)
 
@@ -280,7 +297,9 @@ def _add_check_data(commands) -> None:
 def run_check_data(args: argparse.Namespace) -> int:
     from .listing import display_path, list_dataset
 
-    listing = list_dataset(args.data, args.labels)  # before torch is imported: bad --data answers at once
+    # before torch is imported: bad --data answers at once
+    listing = list_dataset(args.data, args.labels, args.image_column, args.label_column)
+    print(listing.recognised_line())
 
     from tqdm import tqdm
 

@@ -83,7 +83,10 @@ class RunConfig:
         help="checkpoint files, shell globs (quoted or not), torchvision:<builder>[:<WEIGHTS>] or timm:<name>",
     )
     data: str | None = option(
-        group="inputs", metavar="DIR", help="image root: one folder per WordNet id, or a flat folder with --labels"
+        group="inputs",
+        metavar="DIR",
+        help="image root: one folder per WordNet id, a flat folder with --labels, or shards: a folder of .parquet "
+        "or .tar files, a quoted glob ('val-*.parquet') or one shard file",
     )
     labels: str | None = option(
         group="inputs", metavar="FILE.csv", help="labels for a flat folder: rows filename,wnid or filename,index"
@@ -95,6 +98,18 @@ class RunConfig:
         help="restrict the prediction to a subset of the 1,000 classes: auto (when --data holds exactly "
         "ImageNet-A's or ImageNet-R's 200 classes, as their protocols do), all (every output), or a file of "
         "WordNet ids; default {default}",
+    )
+    image_column: str = option(
+        "image",
+        group="inputs",
+        metavar="NAME",
+        help="Parquet shards: the column of image bytes, binary or a struct {bytes, path} (default {default})",
+    )
+    label_column: str = option(
+        "label",
+        group="inputs",
+        metavar="NAME",
+        help="Parquet shards: the column of class indices; -1 or null: unlabelled (default {default})",
     )
     limit: int | None = option(
         group="inputs", kind="positive_int", metavar="N", help="evaluate only the first N images (sorted order)"
@@ -270,6 +285,8 @@ def _check_value(f: dataclasses.Field, value: Any) -> None:
         problem = "must be true or false"
     elif f.type == "str | None" and value is not None and not isinstance(value, str):
         problem = "must be a string (a path or name)"
+    elif f.type == "str" and choices is None and (not isinstance(value, str) or not value):
+        problem = "must be a non-empty string (a name)"
     elif kind == "paths" and (not isinstance(value, list) or not all(isinstance(m, str) for m in value)):
         problem = "must be a list of paths or globs"
     elif kind == "batch_size" and value != "auto" and (type(value) is not int or value < 1):

@@ -5,9 +5,10 @@ Class indices always come from the canonical ImageNet-1k list shipped in
 models use), never from folder enumeration: a folder holding 10 classes still maps
 n01440764 -> 0.
 
-Every image file is read by `listing.read_image_file` (without blocking, a regular file of
-at most MAX_IMAGE_BYTES, with its identity: size, mtime_ns, content digest) and decoded from
-the bytes read, so what is decoded is exactly what was identified.
+Every image is read by `listing.read_sample` (a file: without blocking, a regular file of at
+most MAX_IMAGE_BYTES; a member of a Parquet or tar shard: shards.read_member, as bounded), with
+its identity (size, mtime_ns, content digest), and decoded from the bytes read, so what is
+decoded is exactly what was identified.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .listing import (  # noqa: F401  (re-exported: `from .data import ...` keep
     list_samples,
     read_image_file,
     read_labels,
+    read_sample,
     wnid_to_index,
 )
 
@@ -105,6 +107,17 @@ def decode_image(path: str | os.PathLike) -> torch.Tensor:
     return decode_bytes(data, path)
 
 
+def sample_name(sample: Sample) -> str | os.PathLike:
+    """How messages name a sample's image: its file, or its shard and place in it."""
+    return sample.path if sample.member is None else f"{sample.path} ({sample.rel_path})"
+
+
+def decode_sample(sample: Sample) -> torch.Tensor:
+    """Read (`read_sample`: a file or a shard member) and decode a sample's image: uint8 RGB [3, H, W]."""
+    data, _ = read_sample(sample)
+    return decode_bytes(data, sample_name(sample))
+
+
 def check_resizable(image: torch.Tensor, scheme: CropScheme, path: str | os.PathLike) -> None:
     """DataError when the largest scale resize would be absurdly large (extreme aspect ratio)."""
     height, width = image.shape[-2:]
@@ -154,14 +167,15 @@ class CropDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> CropItem:
         sample = self.samples[i]
         try:
-            data, identity = read_image_file(sample.path)
+            data, identity = read_sample(sample)
         except DataError as exc:
             return CropItem(i, None, sample.target, exc.reason, NO_FILE)
+        name = sample_name(sample)
         try:
-            image = decode_bytes(data, sample.path)
+            image = decode_bytes(data, name)
             del data
             for scheme in self.schemes:
-                check_resizable(image, scheme, sample.path)
+                check_resizable(image, scheme, name)
         except DataError as exc:
             return CropItem(i, None, sample.target, exc.reason, identity)
         extract = extract_views if self.uncropped else extract_crops
@@ -294,10 +308,10 @@ def _quiet_when_orphaned(_worker_id: int) -> None:
     sys.excepthook = hook
 
 
-def _check_one(args: tuple[str, CropScheme]) -> str | None:
-    path, scheme = args
+def _check_one(args: tuple[Sample, CropScheme]) -> str | None:
+    sample, scheme = args
     try:
-        check_resizable(decode_image(path), scheme, path)
+        check_resizable(decode_sample(sample), scheme, sample_name(sample))
     except DataError as exc:
         return exc.reason
     return None
@@ -305,7 +319,7 @@ def _check_one(args: tuple[str, CropScheme]) -> str | None:
 
 def scan_images(samples: list[Sample], scheme: CropScheme, workers: int) -> Iterator[tuple[Sample, str | None]]:
     """Decode every sample (nothing else) and yield (sample, problem or None), in order."""
-    jobs = [(str(s.path), scheme) for s in samples]
+    jobs = [(s, scheme) for s in samples]
     if workers <= 0:
         yield from zip(samples, map(_check_one, jobs))
         return

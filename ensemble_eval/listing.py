@@ -20,6 +20,9 @@ Image files are read here as well (`read_image_file`, `file_identity`): without 
 refusing anything but a regular file, at most MAX_IMAGE_BYTES, with the identity of the
 bytes read (size, mtime, 64-bit content digest) for --resume to check.
 
+Shards (a folder of .parquet or .tar files, a glob, one shard file) are recognised here and
+listed by shards.py into the same Listing; `read_sample` reads any sample, file or shard member.
+
 Standard library only at module level (Pillow's registry is read on first use; scipy only
 for a devkit): the CLI lists --data before torch is imported.
 """
@@ -248,6 +251,13 @@ class Listing:
     layout: str = "wnid folders"  # what --data was recognised as, for check-data and the log
     shards: int = 0  # shard files read (Parquet or tar), 0 for loose image files
 
+    def recognised_line(self) -> str:
+        """What --data was recognised as: 'Parquet shards: 3 files, 120 images, 40 classes',
+        'wnid folders: 940 images, 940 classes'."""
+        files = f"{_count(self.shards, 'file', 'files')}, " if self.shards else ""
+        images = _count(len(self.samples), "image", "images")
+        return f"{self.layout}: {files}{images}, {_count(len({s.target for s in self.samples}), 'class', 'classes')}"
+
     def ignored_line(self) -> str:
         """'ignored 3 files that are not images: 2 .txt, 1 .xml; 4 hidden entries', or ''."""
         kinds = {k: n for k, n in self.ignored.items() if k not in (HIDDEN, UNLABELLED, OUTSIDE_CLASSES)}
@@ -460,18 +470,33 @@ def _check_root(root: Path) -> list[os.DirEntry]:
         ) from exc
 
 
-def list_dataset(root: str | os.PathLike, labels: str | os.PathLike | None = None) -> Listing:
+def list_dataset(
+    root: str | os.PathLike,
+    labels: str | os.PathLike | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+) -> Listing:
     """The dataset under `root`, every entry accounted for (see Listing and the module doc).
 
     Without `labels`, `root` holds one folder per class named by its WordNet id (ImageNet's
     layout). With `labels` (see `read_labels`), only the files labelled there are evaluated.
+    Shards (a folder of .parquet or .tar files, a glob, one shard file) are listed by shards.py,
+    Parquet's by `image_column` and `label_column`.
     DataError (exit 2) for a dataset that cannot be used at all: a missing root, a folder that
     is not a wnid, a bad labels file, labelled files that do not exist, nothing to evaluate
     and no problem to show for it."""
+    from . import shards
+
+    if shards.names_shards(root):
+        return shards.list_shards(root, labels, image_column, label_column)
     root = Path(root)
     entries = _check_root(root)
+    if shards.holds_shards(entries):
+        return shards.list_shards(root, labels, image_column, label_column, entries)
     if labels is not None:
-        return _list_labelled(root, Path(labels), entries)
+        listing = _list_labelled(root, Path(labels), entries)
+        listing.layout = "folder with a labels file"
+        return listing
     mapping = wnid_to_index()
     classes = []
     for entry in entries:
@@ -571,12 +596,17 @@ def _finish(root: Path, samples: list[Sample], tree: _Tree) -> Listing:
     )
 
 
-def list_samples(root: str | os.PathLike, labels: str | os.PathLike | None = None) -> list[Sample]:
+def list_samples(
+    root: str | os.PathLike,
+    labels: str | os.PathLike | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+) -> list[Sample]:
     """The evaluation samples of a dataset, sorted by relative path (see `list_dataset`).
 
     Logs one warning line when files were ignored or entries cannot be used; DataError when
     nothing can be evaluated."""
-    return list_dataset(root, labels).usable()
+    return list_dataset(root, labels, image_column, label_column).usable()
 
 
 # --- labels -------------------------------------------------------------------------------------

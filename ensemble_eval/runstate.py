@@ -131,11 +131,26 @@ def changed_files(samples, positions: np.ndarray, recorded: np.ndarray, workers:
     """(position, how) of the samples whose file is not the one recorded (size, mtime, content digest).
 
     The content decides: a file of another size has changed; one of the same size is read
-    again and its digest compared (a copy with the same bytes and a new mtime has not changed)."""
-    from .listing import NO_FILE, file_identity
+    again and its digest compared (a copy with the same bytes and a new mtime has not changed).
+    A member of a shard (Parquet row, tar member) is read again and its bytes' digest compared."""
+    from .listing import NO_FILE, DataError, file_identity, read_sample
+
+    def check_member(sample, size: int, digest: int) -> str | None:
+        try:
+            _, (now, _, again) = read_sample(sample)
+        except DataError as exc:
+            return None if size == NO_FILE[0] else f"it can no longer be read ({exc.reason})"
+        if size == NO_FILE[0]:
+            return "it could not be read then and can now"
+        if now != size:
+            return f"its size changed from {size:,} to {now:,} bytes"
+        return None if again == digest else "its content changed (same size, other bytes)"
 
     def check(job: tuple[int, np.ndarray]) -> tuple[int, str] | None:
         position, (size, _, digest) = job
+        if samples[position].member is not None:
+            how = check_member(samples[position], size, digest)
+            return None if how is None else (position, how)
         path = samples[position].path
         try:
             now = os.stat(path).st_size
@@ -152,7 +167,8 @@ def changed_files(samples, positions: np.ndarray, recorded: np.ndarray, workers:
         return None if again == digest else (position, "its content changed (same size, other bytes)")
 
     jobs = list(zip(positions.tolist(), recorded))
-    if len(jobs) < 64 or workers <= 1:
+    parquet = any(samples[p].member is not None and samples[p].member[0] == "parquet" for p in positions.tolist())
+    if len(jobs) < 64 or workers <= 1 or parquet:  # Parquet: in order, each row group read once (shards.py)
         found = map(check, jobs)
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:  # reading and hashing release the GIL

@@ -7,8 +7,10 @@ each size given (see tools/benchmark.py).
 
 Prints, per ensemble size, the models alone at each batch size, the tool's own batch choice
 and steady-state rate, the naive baseline and the ratios against the targets; then the
-start-up (fresh processes: `import torch, torchvision`, `--help`, a 1-image 1-crop run). Writes
-everything as JSON with --out (compare two machines or versions).
+start-up (fresh processes: `import torch, torchvision`, `--help`, a 1-image 1-crop run). With
+--loaders N, the crop loader alone over N images as a folder, Parquet shards and tar shards
+(--loaders-only: that alone). Writes everything as JSON with --out (compare two machines or
+versions).
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from ensemble_eval.data import list_samples
 from ensemble_eval.members.inspection import load_members
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: tools/ is not installed
-from tools.benchmark import Setting, random_members, resize_backends, run_benchmark, startup  # noqa: E402
+from tools.benchmark import (  # noqa: E402
+    Setting,
+    loader_throughput,
+    random_members,
+    resize_backends,
+    run_benchmark,
+    startup,
+)
 
 
 def _batch_size(text: str) -> int | str:
@@ -49,11 +58,30 @@ def main() -> int:
     p.add_argument("--naive-repeats", type=int, default=1, help="repeats of the (slow) naive baseline")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up timings (fresh processes)")
     p.add_argument("--no-backends", action="store_true", help="skip the tensor vs pil resize comparison")
+    p.add_argument(
+        "--loaders",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the crop loader alone (no model) over the first N images as a folder, Parquet shards "
+        "and tar shards (needs pyarrow; default 0: not timed)",
+    )
+    p.add_argument("--loaders-only", action="store_true", help="time only the loaders (--loaders N), nothing else")
     p.add_argument("--out", help="write the records as JSON here")
     args = p.parse_args()
 
     scheme = build_config(args.config, {"crops": args.crops}).protocol
     device = torch.device(args.device)
+    if args.loaders_only:
+        if args.loaders < 1:
+            p.error("--loaders-only needs --loaders N (images)")
+        output = {
+            "loaders": loader_throughput(
+                list_samples(args.data)[: args.loaders], scheme, args.crops, args.workers, args.repeats
+            )
+        }
+        _print_loaders(output["loaders"])
+        return _write(output, args.out)
     samples = list_samples(args.data)[: args.images]
     ensembles = [load_members(args.checkpoints)] if args.checkpoints else [random_members(n) for n in args.models]
     runs = []
@@ -81,11 +109,34 @@ def main() -> int:
     if not args.no_startup:
         output["startup"] = startup(samples, ensembles[0], args.repeats)
         _print_startup(output["startup"])
-    if args.out:
-        with open(args.out, "w") as fh:
+    if args.loaders:
+        output["loaders"] = loader_throughput(
+            list_samples(args.data)[: args.loaders], scheme, args.crops, args.workers, args.repeats
+        )
+        _print_loaders(output["loaders"])
+    return _write(output, args.out)
+
+
+def _write(output: dict, out: str | None) -> int:
+    if out:
+        with open(out, "w") as fh:
             json.dump(output, fh, indent=2)
-        print(f"wrote {args.out}")
+        print(f"wrote {out}")
     return 0
+
+
+def _print_loaders(lo: dict) -> None:
+    print(
+        f"crop loader alone ({lo['images']} images x {lo['crops_per_image']} crops, {lo['workers']} workers; "
+        "read, decode, crop, no model)"
+    )
+    for name, rate in lo["images_per_s"].items():
+        whole, read = lo["whole_pass_images_per_s"][name], lo["read_ms_per_image"][name]
+        print(
+            f"  {name:8s} {rate:8.2f} images/s steady state ({whole:.2f} over the whole pass, start included); "
+            f"reading alone {read:.2f} ms/image"
+        )
+    print(f"  Parquet / folder x{lo['parquet_over_folder']:.2f}, tar / folder x{lo['tar_over_folder']:.2f}")
 
 
 def _print_backends(rb: dict) -> None:

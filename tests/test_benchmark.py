@@ -119,3 +119,31 @@ def test_gpu_check_refuses_in_one_line_without_cuda():
     )
     assert proc.returncode != 0
     assert proc.stderr.strip() == "gpu_check.sh: no CUDA GPU is visible; run it on a CUDA machine"
+
+
+def test_the_loader_measurement_reads_the_same_images_from_a_folder_and_shards(tmp_path):
+    from ensemble_eval.crops import CropScheme
+    from ensemble_eval.data import list_samples
+    from ensemble_eval.listing import read_sample
+    from tools.benchmark import loader_throughput, write_shards
+
+    samples = list_samples(DATA)[:3]
+    folders = write_shards(samples, tmp_path, per_shard=2, row_group_size=1)
+    for path in folders.values():
+        got = list_samples(path)
+        assert [read_sample(s)[0] for s in got] == [read_sample(s)[0] for s in samples]
+        assert [s.target for s in got] == [s.target for s in samples]
+    record = loader_throughput(samples, CropScheme(), "1", workers=0, repeats=1)
+    assert (
+        record["images"] == 3
+        and record["crops_per_image"] == 1
+        and set(record["images_per_s"])
+        == {
+            "folder",
+            "parquet",
+            "tar",
+        }
+    )
+    assert all(rate > 0 for rate in record["images_per_s"].values())
+    assert set(record["read_ms_per_image"]) == {"folder", "parquet", "tar"}
+    assert record["tar_over_folder"] == record["images_per_s"]["tar"] / record["images_per_s"]["folder"]

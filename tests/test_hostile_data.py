@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import tarfile
@@ -66,11 +67,14 @@ pytestmark = pytest.mark.usefixtures("deadline")  # a FIFO read fails the test i
 
 
 def _check(capsys, *args: str) -> tuple[int, list[str], str]:
-    """check-data through the CLI: (exit status, stdout lines, stderr)."""
+    """check-data through the CLI: (exit status, stdout lines after the recognised-layout line, stderr)."""
     code = main(["check-data", *map(str, args), "--workers", "0", "--no-progress"])
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
-    return code, out.splitlines(), err
+    lines = out.splitlines()
+    if lines:
+        assert re.fullmatch(r"(wnid folders|folder with a labels file): \d+ images?, \d+ class(es)?", lines[0]), lines
+    return code, lines[1:], err
 
 
 def _one_error_line(capsys, *args: str) -> str:

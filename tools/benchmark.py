@@ -215,6 +215,98 @@ def resize_backends(setting: Setting, repeats: int = 3) -> dict:
     }
 
 
+def write_shards(samples, folder: Path, per_shard: int = 32, row_group_size: int = 8) -> dict[str, Path]:
+    """The samples' image files, in their order, as Parquet shards (Hugging Face's layout: a struct
+    image column {bytes, path}, an int64 label) and as WebDataset tar shards (KEY.jpg + KEY.cls),
+    `per_shard` images a shard: {"parquet": folder, "tar": folder}."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = {"parquet": folder / "parquet", "tar": folder / "tar"}
+    for path in out.values():
+        path.mkdir(parents=True, exist_ok=True)
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    for n, start in enumerate(range(0, len(samples), per_shard)):
+        part = samples[start : start + per_shard]
+        blobs = [Path(s.path).read_bytes() for s in part]
+        images = pa.array([{"bytes": b, "path": Path(s.path).name} for b, s in zip(blobs, part)], image_type)
+        table = pa.table({"image": images, "label": pa.array([s.target for s in part], pa.int64())})
+        pq.write_table(table, out["parquet"] / f"val-{n:05d}.parquet", row_group_size=row_group_size)
+        with tarfile.open(out["tar"] / f"val-{n:05d}.tar", "w") as tar:
+            for i, (blob, s) in enumerate(zip(blobs, part)):
+                for name, data in ((f"{start + i:08d}.jpg", blob), (f"{start + i:08d}.cls", str(s.target).encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def loader_throughput(samples, scheme: CropScheme, crop_set: str, workers: int, repeats: int = 3) -> dict:
+    """Images per second through the crop loader (read, decode, resize, crop, flip; no model) of
+    the same images as loose files, as Parquet shards and as tar shards (`write_shards`, in a
+    temporary folder), in one run: interleaved passes (each source first in turn), the fastest of
+    each. Batches of one image, as a 144-crop run on a CPU has them. The steady-state rate is the
+    difference of a pass over all the images and one over the first half, so the loader
+    processes' start cancels (the whole pass's rate where noise makes the difference meaningless)."""
+    import tempfile
+
+    from ensemble_eval import shards
+    from ensemble_eval.data import crop_loader
+    from ensemble_eval.listing import list_samples, read_sample
+
+    indices = scheme.set_indices(crop_set)
+
+    def one_pass(source) -> float:
+        start = time.perf_counter()
+        done = 0
+        for batch in crop_loader(source, scheme, indices, [[i] for i in range(len(source))], workers):
+            done += len(batch.indices)
+            assert not batch.failures, batch.failures
+        assert done == len(source)
+        return time.perf_counter() - start
+
+    n, half = len(samples), len(samples) // 2
+    with tempfile.TemporaryDirectory(prefix="ensemble-eval-shards-") as tmp:
+        folders = write_shards(samples, Path(tmp))
+        sources = {"folder": samples, **{kind: list_samples(path) for kind, path in folders.items()}}
+        assert all([s.target for s in got] == [s.target for s in samples] for got in sources.values())
+        full = {name: math.inf for name in sources}
+        part = {name: math.inf for name in sources}
+        names = list(sources)
+        for r in range(repeats):
+            for name in names[r % 3 :] + names[: r % 3]:  # each source first in turn: no order favours one
+                source = sources[name]
+                full[name] = min(full[name], one_pass(source))
+                if half:
+                    part[name] = min(part[name], one_pass(source[:half]))
+        reads = {name: math.inf for name in sources}  # the read alone: bytes of each image, no decoding
+        for _ in range(repeats):
+            for name, source in sources.items():
+                shards._row_groups.clear()  # Parquet: every row group read afresh, as a new process does
+                start = time.perf_counter()
+                for sample in source:
+                    read_sample(sample)
+                reads[name] = min(reads[name], (time.perf_counter() - start) / n)
+    rates = {}
+    for name in sources:
+        steady = full[name] - part[name]
+        rates[name] = (n - half) / steady if half and steady > 0 else n / full[name]
+    return {
+        "images": n,
+        "crops": crop_set,
+        "crops_per_image": len(indices),
+        "workers": workers,
+        "images_per_s": rates,
+        "whole_pass_images_per_s": {name: n / seconds for name, seconds in full.items()},
+        "read_ms_per_image": {name: seconds * 1000 for name, seconds in reads.items()},
+        "parquet_over_folder": rates["parquet"] / rates["folder"],
+        "tar_over_folder": rates["tar"] / rates["folder"],
+    }
+
+
 def protocol_costs(samples, members, protocols, device, batch_size: int, workers: int, images: int) -> list[dict]:
     """Per (name, scheme, crop set): views per image, pixels fed per image (in 224 x 224 crops),
     steady-state seconds per image, and that time relative to the first entry's.
