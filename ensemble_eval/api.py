@@ -452,9 +452,10 @@ def run(config) -> int:
     return _check_and_run(config, out, samples, listing.to_dict(), classes, listing.layout)
 
 
-def class_subset(option: str, samples):
+def class_subset(option: str, samples, say: bool = True):
     """The classes the prediction is restricted to (benchmarks.resolve_class_subset), said in one
-    line on stderr when --class-subset auto chose them; UserError for a subset that cannot be used."""
+    line on stderr when --class-subset auto chose them (and `say`); UserError for a subset that
+    cannot be used."""
     from .benchmarks import AUTO, SubsetError, resolve_class_subset
     from .distributed import world_from_env
 
@@ -462,7 +463,7 @@ def class_subset(option: str, samples):
         subset = resolve_class_subset(option, samples)
     except SubsetError as exc:
         raise UserError(str(exc)) from None
-    if subset is not None and option == AUTO and world_from_env().is_main:
+    if say and subset is not None and option == AUTO and world_from_env().is_main:
         print(
             f"ensemble-eval: --data holds {subset.describe()}: the prediction is restricted to them, as the "
             "benchmark's protocol does (--class-subset all keeps every output)",

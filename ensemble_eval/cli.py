@@ -285,21 +285,31 @@ def _add_check_data(commands) -> None:
     p.add_argument(
         "data",
         metavar="DIR",
-        help="image root: one folder per WordNet id, flat with --labels, or shards (a folder of .parquet or .tar "
-        "files, a quoted glob, one shard file)",
+        help="image root: one folder per WordNet id or class index, an ImageNet-C tree, flat with --labels, or "
+        "shards (a folder of .parquet or .tar files, a quoted glob, one shard file)",
     )
     _add_option(p, "labels", metavar="FILE", help="labels for a flat folder (CSV, LOC_val_solution.csv, devkit)")
+    _add_option(
+        p, "class_subset", default="auto", help="the classes a run would restrict the prediction to: auto, all or FILE"
+    )
     _add_column_options(p)
     _add_option(p, "workers", type=_workers, default=None, help="decoding processes")
     _add_option(p, "progress", default=True)
 
 
 def run_check_data(args: argparse.Namespace) -> int:
+    from .api import class_subset
     from .listing import display_path, list_dataset
 
     # before torch is imported: bad --data answers at once
     listing = list_dataset(args.data, args.labels, args.image_column, args.label_column)
     print(listing.recognised_line())
+    subset = class_subset(args.class_subset, listing.samples, say=False)
+    if subset is not None:
+        print(
+            f"class subset: {subset.describe()}; a run restricts the prediction to them "
+            "(--class-subset all: every output)"
+        )
 
     from tqdm import tqdm
 

@@ -660,12 +660,10 @@ def _write(comparison: Comparison, out: Path, overwrite: bool) -> None:
 def plot_png(comparison: Comparison) -> bytes | None:
     """compare.png: the chosen metric's error against crops, one panel per data set, one line per
     members setting, the 95% intervals as bars. None when matplotlib is not installed."""
-    try:
-        import matplotlib
+    from .report import figure_png, pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     metric = comparison.metric
     n = len(comparison.columns)
@@ -705,11 +703,7 @@ def plot_png(comparison: Comparison) -> bytes | None:
     if handles:
         axes[0][0].legend(list(handles.values()), list(handles), fontsize=8)
     fig.suptitle(f"{METRIC_WORDS[metric]} error vs crops per evaluation set (bars: 95% Wilson intervals)", fontsize=9)
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, dpi=110, format="png")
-    plt.close(fig)
-    return png.getvalue()
+    return figure_png(fig, 110)
 
 
 def request_from(

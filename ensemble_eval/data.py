@@ -325,5 +325,18 @@ def scan_images(samples: list[Sample], scheme: CropScheme, workers: int) -> Iter
         return
     import multiprocessing
 
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    # forkserver, not fork: a fork of this process copies its threads' locks (pyarrow's allocator
+    # thread after a Parquet listing, tqdm's monitor) and pool workers forked from it were seen to
+    # die at once, leaving check-data waiting for their results
+    with multiprocessing.get_context("forkserver").Pool(workers, initializer=_quiet_pool_worker) as pool:
         yield from zip(samples, pool.imap(_check_one, jobs, chunksize=16))
+
+
+def _quiet_pool_worker() -> None:
+    """In a decoding pool process: the command's handlers, inherited through fork, would make the
+    pool's own SIGTERM at its close a KeyboardInterrupt and print its traceback (seen once in
+    three check-data runs); die quietly on SIGTERM, and leave Ctrl-C to the main process."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -255,6 +255,10 @@ class Listing:
         """What --data was recognised as: 'Parquet shards: 3 files, 120 images, 40 classes',
         'wnid folders: 940 images, 940 classes'."""
         files = f"{_count(self.shards, 'file', 'files')}, " if self.shards else ""
+        if self.layout == CORRUPTION_TREE:  # 'ImageNet-C tree: 15 corruptions x 5 severities, ...'
+            corruptions = {s.group.rpartition("/")[0] for s in self.samples if s.group}
+            severities = {s.group.rpartition("/")[2] for s in self.samples if s.group}
+            files = f"{_count(len(corruptions), 'corruption', 'corruptions')} x {len(severities)} severities, "
         images = _count(len(self.samples), "image", "images")
         return f"{self.layout}: {files}{images}, {_count(len({s.target for s in self.samples}), 'class', 'classes')}"
 

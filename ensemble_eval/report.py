@@ -269,6 +269,30 @@ def _summary_problem(record: object) -> str | None:
     return None
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed (the plots
+    are optional: the [plot] extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def figure_png(fig, dpi: int) -> bytes:
+    """The figure as PNG bytes (laid out tight), then closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, dpi=dpi, format="png")
+    plt.close(fig)
+    return png.getvalue()
+
+
 def _corruption_parts(section: dict, fmt, head: str) -> list[str]:
     """ImageNet-C: one line per setting (mCE), then the last setting's errors (all members at the
     most crops) per corruption and severity, with each corruption's mean and CE."""
@@ -316,12 +340,8 @@ def corruption_rows(section: dict) -> list[dict]:
 def plot_corruptions(section: dict) -> bytes | None:
     """corruptions.png: top-1 error against severity, one line per corruption, for the last
     setting (all members at the most crops); None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     last = section["settings"][-1]
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -336,11 +356,7 @@ def plot_corruptions(section: dict) -> bytes | None:
     ax.legend(fontsize=6, ncol=2)
     mce = "" if last["mce"] is None else f", mCE {_pct(last['mce'])}"
     ax.set_title(f"ImageNet-C: {last['label']}, {last['crops']} crop(s){mce}", fontsize=9)
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, dpi=120, format="png")
-    plt.close(fig)
-    return png.getvalue()
+    return figure_png(fig, 120)
 
 
 def plot_curve(curve: list[dict], merge: str) -> bytes | None:
@@ -348,12 +364,8 @@ def plot_curve(curve: list[dict], merge: str) -> bytes | None:
 
     None when matplotlib is not installed.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     points = [c for c in curve if c["merge"] == merge]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
@@ -376,11 +388,7 @@ def plot_curve(curve: list[dict], merge: str) -> bytes | None:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     fig.suptitle(f"Error vs ensemble size ({merge}; line: mean over member subsets, band: min-max)", fontsize=9)
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, dpi=120, format="png")
-    plt.close(fig)
-    return png.getvalue()
+    return figure_png(fig, 120)
 
 
 # The files rendered from a run record: outputs.DERIVED names each with its function here.

@@ -485,7 +485,7 @@ Summary = record_type(
             "data_layout",
             "str",
             "what --data was recognised as: `wnid folders`, `index folders`, "
-            "`ImageNet-C tree`, `labels file`, `Parquet shards`, `tar shards`",
+            "`ImageNet-C tree`, `folder with a labels file`, `Parquet shards`, `tar shards`",
             when="in records since data layouts",
         ),
         Field(

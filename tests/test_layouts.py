@@ -442,3 +442,19 @@ def test_compare_gives_mce_and_relative_mce_of_a_real_imagenet_c_run(corruption_
         row = by_setting[group(setting)]
         assert float(row[at["mce"]]) == pytest.approx(setting["mce"], abs=1e-12)
         assert float(row[at["relative_mce"]]) == pytest.approx(relative, abs=1e-12)
+
+
+def test_check_data_says_what_it_recognised(index_tree, subset_tree, corruption_tree, capsys):
+    expected = {
+        index_tree: ["index folders: 8 images, 8 classes"],
+        subset_tree: ["wnid folders: 200 images, 200 classes", "class subset: ImageNet-R's 200 classes; a run"],
+        corruption_tree: ["ImageNet-C tree: 2 corruptions x 2 severities, 32 images, 8 classes"],
+    }
+    for root, lines in expected.items():
+        assert main(["check-data", str(root), "--no-progress", "--workers", "0"]) == 0
+        printed = capsys.readouterr().out.splitlines()
+        for line, start in zip(printed, lines):
+            assert line.startswith(start)
+        assert "class subset" not in " ".join(printed[len(lines) :])
+    assert main(["check-data", str(subset_tree), "--class-subset", "all", "--no-progress", "--workers", "0"]) == 0
+    assert "class subset" not in capsys.readouterr().out
