@@ -49,7 +49,9 @@ LOGITS = OutputFile(
     "`paths`, `targets`, `member_names`, `set_names`, `crops_per_set`, `merges`, `group_sizes` `[G]`, "
     "`set_groups` (bool `[S, G]`: crop set s is the union of the groups it marks), and float16 "
     "`[N, M, G, num_classes]` arrays `prob_mean`, `logit_mean`, `logprob_mean`, `prob_max` (those "
-    "the merge modes need), from which `report --members` rebuilds any subset of members.",
+    "the merge modes need), from which `report --members` rebuilds any subset of members. With a "
+    "class subset (`--class-subset`), `classes` (int64 `[C']`) names the statistics' columns, the "
+    "canonical indices of the classes the prediction was restricted to.",
 )
 TABLE_MD = OutputFile(
     "table.md",
