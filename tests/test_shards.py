@@ -471,7 +471,9 @@ def test_torchrun_two_processes_equal_one_over_parquet_shards(tmp_path, demo_ckp
     p1, p2 = (np.load(tmp_path / d / "predictions.npz") for d in ("one", "two"))
     assert list(p1["paths"]) == list(p2["paths"]) and len(set(p2["paths"])) == 7
     assert np.array_equal(p1["files"], p2["files"])
-    assert np.allclose(p1["probs"], p2["probs"], atol=1e-6, rtol=0)
+    # the same images in the same batches; float32 convolutions round differently on another
+    # thread count (torchrun gives each process its own), by up to ~1e-6 of a confident probability
+    assert np.allclose(p1["probs"], p2["probs"], atol=1e-5, rtol=0)
 
 
 def test_the_row_group_cache_reads_each_row_group_once(tmp_path, shots, monkeypatch):
