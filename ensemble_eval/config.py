@@ -85,7 +85,8 @@ class RunConfig:
     data: str | None = option(
         group="inputs",
         metavar="DIR",
-        help="image root: one folder per WordNet id, a flat folder with --labels, or shards: a folder of .parquet "
+        help="image root: one folder per WordNet id or class index (ImageNet-V2), an ImageNet-C tree "
+        "(<corruption>/<severity>/<wnid>/), a flat folder with --labels, or shards: a folder of .parquet "
         "or .tar files, a quoted glob ('val-*.parquet') or one shard file",
     )
     labels: str | None = option(
