@@ -407,26 +407,27 @@ def corruption_section(v: _Sections, best: int, requested_set: str, table: bool)
     from .benchmarks import SEVERITIES, corruption_and_severity, corruption_errors
 
     r = v.records
-    groups = np.array(["/".join(str(p).split("/")[:2]) for p in r.paths], dtype=str)
-    where = {g: groups == g for g in sorted(set(groups.tolist()))}
-    keys = {g: corruption_and_severity(g) for g in where}
-    names = corruption_order({c for c, _ in keys.values()})
-    severities = sorted({s for _, s in keys.values()})
+    # each image's group, as an index into the groups found: one pass over the paths, then the
+    # counts of every group by one bincount per setting
+    groups, of_image = np.unique(["/".join(str(p).split("/")[:2]) for p in r.paths], return_inverse=True)
+    keys = [corruption_and_severity(str(g)) for g in groups]
+    names = corruption_order({c for c, _ in keys})
+    severities = sorted({s for _, s in keys})
+    images = np.bincount(of_image, minlength=len(groups))
     rows = [(f"best member ({r.member_names[best]})", 1, best)] + ([("all members", v.m, v.ens)] if v.m > 1 else [])
     settings = []
     for label, models, row in rows:
         for s in v.sets if table else [requested_set]:
-            i = v.index(s)
-            cells = {g: _counts(v.hits[mask, row, i, 0]) for g, mask in where.items()}
-            by_corruption: dict[str, dict[int, float]] = {}
-            for g, (c, sev) in keys.items():
-                by_corruption.setdefault(c, {})[sev] = cells[g]["top1_err"]
-            errors = {c: {str(sev): cells[f"{c}/{sev}"] for sev in severities if f"{c}/{sev}" in cells} for c in names}
-            means = {c: sum(e.values()) / len(e) for c, e in by_corruption.items()}
-            score = corruption_errors(by_corruption)
+            hits = v.hits[:, row, v.index(s), 0]  # [N, 2]
+            top1, top5 = (np.bincount(of_image, weights=hits[:, k], minlength=len(groups)) for k in (0, 1))
+            errors: dict[str, dict[str, dict]] = {c: {} for c in names}
+            for (c, severity), n, c1, c5 in zip(keys, images, top1, top5):
+                errors[c][str(severity)] = Counts(int(n), int(c1), int(c5)).to_dict()
+            errors = {c: dict(sorted(e.items(), key=lambda kv: int(kv[0]))) for c, e in errors.items()}
+            score = corruption_errors({c: {int(k): e["top1_err"] for k, e in e.items()} for c, e in errors.items()})
             settings.append(
                 {"label": label, "models": models, "crops": r.crops_per_set[s], "crop_set": s}
-                | {"errors": errors, "mean_error": {c: means[c] for c in names}}
+                | {"errors": errors, "mean_error": score["mean_error"]}
                 | {k: score[k] for k in ("ce", "mce", "corruptions_in_mce", "complete")}
             )
     return {

@@ -163,7 +163,8 @@ def resolve_class_subset(option: str, samples) -> ClassSubset | None:
 
 
 def corruption_errors(errors: dict[str, dict[int, float]], clean_error: float | None = None) -> dict:
-    """CE per corruption, mCE and (given the clean top-1 error) relative CE and relative mCE.
+    """Each corruption's mean error over its severities, CE per corruption, mCE and (given the
+    clean top-1 error) relative CE and relative mCE.
 
     errors: {corruption: {severity: top-1 error (fraction)}} of one setting.
     CE_c = sum_s E_s,c / sum_s E_s,c(AlexNet); with AlexNet's published per-corruption means,
@@ -173,15 +174,16 @@ def corruption_errors(errors: dict[str, dict[int, float]], clean_error: float | 
     mCE and relative mCE: the mean over the corruptions of the 15 that are present.
     """
     ce, relative = {}, {}
-    for name, by_severity in errors.items():
-        if name not in ALEXNET_ERRORS or not by_severity:
+    means = {name: sum(e.values()) / len(e) for name, e in errors.items() if e}
+    for name, mean in means.items():
+        if name not in ALEXNET_ERRORS:
             continue
-        mean = sum(by_severity.values()) / len(by_severity)
         ce[name] = mean / ALEXNET_ERRORS[name]
         if clean_error is not None:
             relative[name] = (mean - clean_error) / (ALEXNET_ERRORS[name] - ALEXNET_CLEAN_ERROR)
     complete = set(ce) == set(ALEXNET_ERRORS) and all(set(errors[c]) == set(SEVERITIES) for c in ALEXNET_ERRORS)
     out = {
+        "mean_error": means,
         "ce": ce,
         "mce": sum(ce.values()) / len(ce) if ce else None,
         "corruptions_in_mce": len(ce),
