@@ -573,14 +573,16 @@ def _subfolders(path: Path) -> list[str] | None:
 def _is_corruption_tree(root: Path, tops: list[str], mapping: dict[str, int]) -> bool:
     """Whether `root` is laid out as ImageNet-C: <corruption>/<severity 1-5>/<wnid>/images, every
     corruption folder holding severity folders only, each of those wnid folders only."""
+    first = None
     for top in tops:
         if top in mapping or _is_class_index(top):
             return False
         severities = _subfolders(root / top)
         if not severities or not set(severities) <= SEVERITY_NAMES:
             return False
-    first = _subfolders(root / tops[0] / _subfolders(root / tops[0])[0])
-    return bool(first) and all(w in mapping for w in first)
+        first = first or root / top / severities[0]
+    classes = _subfolders(first)
+    return bool(classes) and all(w in mapping for w in classes)
 
 
 def _in_classes(parts: list[str], depth: int, layout: str, mapping: dict[str, int]) -> bool:

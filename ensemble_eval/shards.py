@@ -55,6 +55,7 @@ from .listing import (
     DataError,
     Listing,
     Sample,
+    _count,
     _digest,
     _kind_of,
     _parse_label,
@@ -121,10 +122,6 @@ def names_shards(root: str | os.PathLike) -> bool:
 def holds_shards(entries: list[os.DirEntry]) -> bool:
     """Whether a --data folder holds shard files (among its non-hidden entries)."""
     return any(not e.name.startswith(".") and shard_kind(e.name) is not None for e in entries)
-
-
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
 
 
 def _candidates(root: str, entries: list[os.DirEntry] | None) -> tuple[list[tuple[str, str]], Counter]:
