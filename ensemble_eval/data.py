@@ -333,9 +333,10 @@ def scan_images(samples: list[Sample], scheme: CropScheme, workers: int) -> Iter
 
 
 def _quiet_pool_worker() -> None:
-    """In a decoding pool process: the command's handlers, inherited through fork, would make the
-    pool's own SIGTERM at its close a KeyboardInterrupt and print its traceback (seen once in
-    three check-data runs); die quietly on SIGTERM, and leave Ctrl-C to the main process."""
+    """In a decoding pool process: die quietly on the SIGTERM the pool sends at its close, and
+    leave Ctrl-C to the main process. (Forked from the command, a worker inherited its handlers,
+    which made that SIGTERM a KeyboardInterrupt with a traceback, seen once in three check-data
+    runs; the forkserver start no longer inherits them, and this keeps it so whatever the start.)"""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
